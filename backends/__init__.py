@@ -1,0 +1,1 @@
+"""Backends: the Backend protocol (base.py) and one module per implementation."""

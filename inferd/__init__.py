@@ -1,0 +1,1 @@
+"""inferd: an LLM inference server."""

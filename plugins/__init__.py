@@ -1,0 +1,1 @@
+"""Request-path plugins: auth, rate limiting, metrics, and the plugin API."""
