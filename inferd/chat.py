@@ -1,0 +1,28 @@
+"""POST /chat/completions: a chat turn with session history, streamed as SSE."""
+
+from __future__ import annotations
+
+from sanic import Request, Sanic
+
+from inferd.generation import start_chat
+from inferd.requests import read_json
+from inferd.schemas import ChatRequest, parse_body
+from inferd.streaming import send_sse
+
+
+async def chat_completions(request: Request) -> None:
+    body = parse_body(ChatRequest, read_json(request))
+    turn = await start_chat(request, body, "sse")
+
+    def collect(text: str) -> None:
+        turn.answer += text
+
+    try:
+        await send_sse(request, turn.stream, {"X-Session-Id": turn.session_id}, collect)
+    finally:
+        # Runs on completion, on failure and on disconnect alike: nothing said is lost.
+        turn.record()
+
+
+def register(app: Sanic) -> None:
+    app.add_route(chat_completions, "/chat/completions", methods=["POST"], name="chat_completions")

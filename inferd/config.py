@@ -1,0 +1,156 @@
+"""Typed configuration, loaded from TOML.
+
+Each TOML table is a pydantic model that forbids unknown keys, so a typo such as
+`[server] prot = 3000` fails at start-up with the key and the file named. Relative
+paths (model directories, the session store) are resolved against the config file's
+folder, so a config works wherever the server is started from. Plugin sections are
+validated by the plugins themselves (see plugins/); the core only checks that every
+top-level table belongs to somebody.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DeviceName = Literal["cpu", "cuda", "metal"]
+CORE_SECTIONS = ("server", "sessions", "models", "plugins")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=0, le=65535)
+    # Seconds between SSE comment keepalives while nothing else is written.
+    keepalive_interval: float = Field(10.0, gt=0)
+    # Idle seconds allowed between writes (Sanic's RESPONSE_TIMEOUT); > keepalive_interval.
+    response_timeout: float = Field(300.0, gt=0)
+    request_max_size: int = Field(1_000_000, ge=1024)
+
+
+class SessionsConfig(_Section):
+    path: Path = Path("data/sessions")
+
+
+class ModelConfig(_Section):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    context_length: int | None = Field(None, ge=16)
+    quantization: str | None = None
+    # The device a request gets when it names none; also where `preload` loads it.
+    device: DeviceName = "cpu"
+    preload: bool = False
+    # Requests decoded together (round-robin); more wait in a FIFO queue.
+    max_concurrent: int = Field(8, ge=1)
+
+
+class PluginsConfig(_Section):
+    # Built-in names or "package.module:Class", run in this order on every request.
+    enabled: list[str] = ["metrics", "auth", "rate_limit"]
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    models: list[ModelConfig] = []
+    plugins: PluginsConfig = PluginsConfig()
+    # Tables that belong to plugins ([auth], [rate_limit], [metrics], third-party ones).
+    plugin_sections: dict[str, dict[str, Any]] = {}
+    source: Path | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_ids(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for model in models:
+            for key in {model.id, model.name}:
+                if key in seen:
+                    raise ValueError(f"model id or name {key!r} is used twice")
+                seen.add(key)
+        return models
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw table of a plugin's section ({} when absent)."""
+        return self.plugin_sections.get(name, {})
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"{key}: {item['msg']}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_model_path(base: Path, value: str) -> str:
+    """A path that exists relative to the config file wins; anything else is a hub id."""
+    candidate = _resolve(base, value)
+    if candidate.exists() or value.startswith((".", "/", "~")):
+        return str(candidate)
+    return value
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative paths resolve against `source`'s folder."""
+    label = str(source) if source else "<config>"
+    core = {key: value for key, value in data.items() if key in CORE_SECTIONS}
+    plugin_sections = {key: value for key, value in data.items() if key not in CORE_SECTIONS}
+    for key, value in plugin_sections.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label}: unknown key {key!r}")
+    try:
+        config = Config.model_validate({**core, "plugin_sections": plugin_sections})
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, label)) from None
+    base = source.parent if source else Path.cwd()
+    models = [
+        model.model_copy(update={"path": _resolve_model_path(base, model.path)})
+        for model in config.models
+    ]
+    sessions = config.sessions.model_copy(update={"path": _resolve(base, config.sessions.path)})
+    return config.model_copy(update={"models": models, "sessions": sessions, "source": source})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    source = Path(path).expanduser().resolve()
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: invalid TOML: {error}") from None
+    return parse_config(data, source)
+
+
+def default_config_text() -> str:
+    """The repo root's config.toml: from the source tree, else as installed package data."""
+    source_tree = Path(__file__).resolve().parents[1] / "config.toml"
+    if source_tree.is_file():  # a checkout or an editable install
+        return source_tree.read_text(encoding="utf-8")
+    return resources.files("inferd.defaults").joinpath("config.toml").read_text(encoding="utf-8")

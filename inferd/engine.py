@@ -1,0 +1,306 @@
+"""The model-owner thread: one per loaded (model, device), loading and decoding.
+
+MLX streams and torch's inference mode are thread-local, and generation must never
+block the event loop, so each model gets one long-lived thread that loads the backend
+and then decodes every admitted request round-robin, one token each per turn: a long
+answer never starves a short one, and a cancelled request is dropped before its next
+step. Work crosses threads in one direction through a thread-safe inbox and comes back
+through `loop.call_soon_threadsafe` into each request's asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from inferd.backends.base import (
+    Backend,
+    FinishReason,
+    GenerationStats,
+    ModelInfo,
+    SamplingParams,
+    TokenEvent,
+)
+from inferd.detokenizer import IncrementalDetokenizer
+from inferd.stops import StopMatcher
+
+log = logging.getLogger("inferd.engine")
+T = TypeVar("T")
+WorkerState = Literal["unloaded", "loading", "ready", "failed"]
+
+
+class GenerationObserver(Protocol):
+    """Lifecycle callbacks of one generation, called on the event loop."""
+
+    def on_admitted(self, stats: GenerationStats) -> None: ...
+    def on_token(self, event: TokenEvent, stats: GenerationStats) -> None: ...
+    def on_finished(self, stats: GenerationStats) -> None: ...
+
+
+class _Admitted:
+    """Marker the owner thread sends when a request leaves the queue for decoding."""
+
+
+class Stream:
+    """The event-loop side of one generation: an async iterator of TokenEvents."""
+
+    def __init__(
+        self, prompt_ids: Sequence[int], params: SamplingParams, observer: GenerationObserver | None
+    ) -> None:
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids), queued_at=time.monotonic())
+        self.cancelled = threading.Event()
+        self._observer = observer
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[TokenEvent | _Admitted] = asyncio.Queue()
+        self._finished = False
+
+    def push(self, item: TokenEvent | _Admitted) -> None:
+        """Called from the owner thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    async def next_event(self) -> TokenEvent:
+        """The next token or the final event; lifecycle callbacks fire as events arrive."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _Admitted):
+                if self._observer:
+                    self._observer.on_admitted(self.stats)
+                continue
+            if item.finish_reason is not None:
+                self._finish(item.finish_reason)
+            elif self._observer:
+                self._observer.on_token(item, self.stats)
+            return item
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        while not self._finished:
+            yield await self.next_event()
+
+    def cancel(self) -> None:
+        """Stop generating (the client went away); safe to call more than once."""
+        self.cancelled.set()
+        if not self._finished:
+            self.stats.finished_at = time.monotonic()
+            self._finish("cancelled")
+
+    def _finish(self, reason: FinishReason) -> None:
+        self._finished = True
+        self.stats.finish_reason = reason
+        if self._observer:
+            self._observer.on_finished(self.stats)
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[Backend], Any]
+    future: Future[Any]
+
+
+class _Sequence:
+    """Owner-thread state of one admitted request: applies the generic stopping rules."""
+
+    def __init__(self, stream: Stream, backend: Backend, info: ModelInfo) -> None:
+        self.stream = stream
+        self.stats = stream.stats
+        self.params = stream.params
+        self.eos_ids = info.eos_token_ids
+        # Never decode past the context window, whatever max_tokens says.
+        self.budget = min(self.params.max_tokens, info.context_length - len(stream.prompt_ids))
+        self.decoding = backend.start(stream.prompt_ids, self.params)
+        self.detokenizer = IncrementalDetokenizer(backend.decode, stream.prompt_ids)
+        self.stops = StopMatcher(self.params.stop)
+
+    def advance(self) -> bool:
+        """Decode one token and push its text; True when the request is finished."""
+        token = self.decoding.step()
+        now = time.monotonic()
+        if self.stats.first_token_at is None:
+            self.stats.first_token_at = now
+        if token in self.eos_ids:
+            return self.finish("stop")
+        self.stats.generated_tokens += 1
+        text, hit_stop = self.stops.push(self.detokenizer.push(token))
+        if text:
+            self.stream.push(TokenEvent(text=text, token_id=token))
+        if hit_stop:
+            return self.finish("stop", flush=False)
+        if self.stats.generated_tokens >= self.budget:
+            return self.finish("length")
+        return False
+
+    def finish(self, reason: FinishReason, *, flush: bool = True, error: str | None = None) -> bool:
+        if flush:
+            text, _ = self.stops.push(self.detokenizer.flush())
+            text += self.stops.flush()
+            if text:
+                self.stream.push(TokenEvent(text=text))
+        self.decoding.close()
+        self.stats.finished_at = time.monotonic()
+        self.stats.finish_reason = reason
+        self.stream.push(TokenEvent(finish_reason=reason, error=error, stats=self.stats))
+        return True
+
+
+class ModelWorker:
+    """Owns one backend on its own thread; the async side submits work and awaits it."""
+
+    def __init__(
+        self, label: str, make_backend: Callable[[], Backend], max_concurrent: int
+    ) -> None:
+        self.label = label
+        self.state: WorkerState = "unloaded"
+        self.error: str | None = None
+        self.info: ModelInfo | None = None
+        self._make_backend = make_backend
+        self._max_concurrent = max_concurrent
+        self._inbox: queue.SimpleQueue[Stream | _Call | None] = queue.SimpleQueue()
+        self._loaded: Future[ModelInfo] = Future()
+        self._waiting: deque[Stream] = deque()
+        self._active: list[_Sequence] = []
+        self._thread: threading.Thread | None = None
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+
+    # -- called from the event loop -------------------------------------------------
+    def start(self) -> None:
+        """Begin loading in the background (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.state = "loading"
+            self._thread = threading.Thread(
+                target=self._run, name=f"inferd-{self.label}", daemon=True
+            )
+            self._thread.start()
+
+    async def ready(self) -> ModelInfo:
+        """Wait for the model to load; raises the load error if it failed."""
+        self.start()
+        return await asyncio.wrap_future(self._loaded)
+
+    async def call(self, fn: Callable[[Backend], T]) -> T:
+        """Run `fn(backend)` on the owner thread between decoding steps (e.g. tokenising)."""
+        future: Future[T] = Future()
+        self._inbox.put(_Call(fn, future))
+        return await asyncio.wrap_future(future)
+
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        observer: GenerationObserver | None = None,
+    ) -> Stream:
+        stream = Stream(prompt_ids, params, observer)
+        self._inbox.put(stream)
+        return stream
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+
+    # -- the owner thread -----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            backend = self._make_backend()
+            info = backend.load()
+        except Exception as error:  # any load failure must reach /readiness and requests
+            log.error("loading %s failed: %s", self.label, error)
+            self.error = str(error)
+            self.state = "failed"
+            self._loaded.set_exception(error)
+            self._fail_pending(str(error))
+            return
+        self._backend = backend
+        self.info = info
+        self.state = "ready"
+        self._loaded.set_result(info)
+        log.info("loaded %s (context %d)", self.label, info.context_length)
+        while self._take_work(block=not (self._active or self._waiting)):
+            self._admit(backend, info)
+            self._step_all()
+
+    def _take_work(self, *, block: bool) -> bool:
+        """Move new requests to the queue and run pending calls; False means shut down."""
+        try:
+            item = self._inbox.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            if item is None:
+                return False
+            if isinstance(item, _Call):
+                self._run_call(item)
+            else:
+                self._waiting.append(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _run_call(self, call: _Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            call.future.set_result(call.fn(self._backend))
+        except Exception as error:  # the caller gets the exception, the thread lives on
+            call.future.set_exception(error)
+
+    def _fail_pending(self, message: str) -> None:
+        """After a failed load, answer whatever was already queued instead of hanging it."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Call):
+                item.future.set_exception(RuntimeError(message))
+            elif isinstance(item, Stream):
+                item.push(TokenEvent(finish_reason="error", error=message))
+
+    def _admit(self, backend: Backend, info: ModelInfo) -> None:
+        while self._waiting and len(self._active) < self._max_concurrent:
+            stream = self._waiting.popleft()
+            if stream.cancelled.is_set():
+                continue
+            stream.stats.started_at = time.monotonic()
+            stream.push(_Admitted())
+            try:
+                self._active.append(_Sequence(stream, backend, info))
+            except Exception as error:
+                log.exception("starting a generation on %s failed", self.label)
+                stream.push(TokenEvent(finish_reason="error", error=str(error)))
+
+    def _step_all(self) -> None:
+        for sequence in list(self._active):
+            if sequence.stream.cancelled.is_set():
+                # The client went away: free the cache before spending another step on it.
+                sequence.decoding.close()
+                self._active.remove(sequence)
+                continue
+            try:
+                done = sequence.advance()
+            except Exception as error:  # one failing request must not stop the others
+                log.exception("generation on %s failed", self.label)
+                done = sequence.finish("error", flush=False, error=str(error))
+            if done:
+                self._active.remove(sequence)

@@ -1,0 +1,83 @@
+"""One mapping from exceptions to HTTP statuses and `{"error": "..."}` bodies.
+
+Route code raises `ApiError` subclasses with a message a user can act on; Sanic's own
+exceptions (unknown route, wrong method, body too large) keep their status but get the
+same body shape. Anything else is a real internal failure: it is logged with the
+request id, and the client gets a 500 that quotes that id instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import Request
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, json
+
+log = logging.getLogger("inferd")
+
+
+class ApiError(Exception):
+    """An error with a client-facing message and an HTTP status."""
+
+    status = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+class InternalError(ApiError):
+    status = 500
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+def request_id(request: Request) -> str:
+    return str(request.id)
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    return json({"error": message}, status=status, headers=headers)
+
+
+def describe_exception(
+    request: Request, exception: BaseException
+) -> tuple[int, str, dict[str, str]]:
+    """Status, client message and headers for any exception (logging internal ones)."""
+    if isinstance(exception, ApiError):
+        if exception.status >= 500:
+            log.error("request %s: %s", request_id(request), exception.message)
+        return exception.status, exception.message, exception.headers
+    if isinstance(exception, SanicException) and exception.status_code < 500:
+        headers = dict(getattr(exception, "headers", None) or {})
+        return exception.status_code, str(exception) or "bad request", headers
+    log.exception("request %s failed", request_id(request), exc_info=exception)
+    return 500, f"internal server error (request id {request_id(request)})", {}
+
+
+def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
+    """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
+    status, message, headers = describe_exception(request, exception)
+    return error_response(status, message, headers)

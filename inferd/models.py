@@ -1,0 +1,30 @@
+"""GET /models and GET /models/<id or name> (names contain "/", hence the path route)."""
+
+from __future__ import annotations
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, json
+
+
+async def list_models(request: Request) -> HTTPResponse:
+    return json({"models": [model.name for model in request.app.ctx.registry.models]})
+
+
+async def get_model(request: Request, model_id: str) -> HTTPResponse:
+    registry = request.app.ctx.registry
+    model = registry.find(model_id)
+    return json(
+        {
+            "id": model.id,
+            "name": model.name,
+            "context_length": registry.context_length(model),
+            "quantization": model.quantization,
+            "device": model.device,
+            "loaded_devices": registry.loaded_devices(model),
+        }
+    )
+
+
+def register(app: Sanic) -> None:
+    app.add_route(list_models, "/models", methods=["GET"], name="list_models")
+    app.add_route(get_model, "/models/<model_id:path>", methods=["GET"], name="get_model")

@@ -1,0 +1,91 @@
+"""Finding, configuring and instantiating the plugins that config.toml enables.
+
+A plugin is named either by a built-in or entry-point name (group `inferd.plugins`) or
+by a dotted `package.module:Class` path. Every problem -- an unknown name, an import
+error, a bad config table, a table no plugin claims -- is a ConfigError at start-up,
+never a surprise at the first request.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from pydantic import ValidationError
+
+from inferd.config import Config, ConfigError
+from inferd.plugins.base import Plugin
+
+ENTRY_POINT_GROUP = "inferd.plugins"
+BUILTIN = {
+    "auth": "inferd.plugins.auth:AuthPlugin",
+    "rate_limit": "inferd.plugins.rate_limit:RateLimitPlugin",
+    "metrics": "inferd.plugins.metrics:MetricsPlugin",
+}
+
+
+def _import(target: str) -> type:
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise ConfigError(f"plugin {target!r}: expected a built-in name or 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attribute)
+    except Exception as error:
+        raise ConfigError(f"plugin {target!r} could not be imported: {error}") from None
+
+
+def resolve_plugin_class(spec: str) -> type[Plugin]:
+    """The class a plugin spec names: built-in, entry point, or dotted path."""
+    if ":" in spec:
+        cls = _import(spec)
+    elif spec in BUILTIN:
+        cls = _import(BUILTIN[spec])
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
+        if not found:
+            known = sorted({*BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+            raise ConfigError(f"unknown plugin {spec!r}; known plugins: {', '.join(known)}")
+        try:
+            cls = found[0].load()
+        except Exception as error:
+            raise ConfigError(f"plugin {spec!r} could not be loaded: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise ConfigError(f"plugin {spec!r} is not a subclass of inferd.plugins.base.Plugin")
+    if not cls.name:
+        raise ConfigError(f"plugin {spec!r} has no `name` (its config table's name)")
+    return cls
+
+
+def _configure(cls: type[Plugin], config: Config) -> Plugin:
+    label = str(config.source) if config.source else "<config>"
+    try:
+        settings = cls.Config.model_validate(config.section(cls.name))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join([cls.name, *(str(part) for part in item["loc"])])
+            if item["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {item['msg']}")
+        raise ConfigError(f"{label}: " + "; ".join(problems)) from None
+    try:
+        return cls(settings)
+    except Exception as error:
+        raise ConfigError(f"plugin {cls.name!r} failed to start: {error}") from None
+
+
+def load_plugins(config: Config) -> list[Plugin]:
+    """Instantiate the enabled plugins in order; reject config tables nobody reads."""
+    classes = [resolve_plugin_class(spec) for spec in config.plugins.enabled]
+    claimed = {cls.name for cls in classes} | set(BUILTIN)
+    for section in config.plugin_sections:
+        if section not in claimed:
+            label = str(config.source) if config.source else "<config>"
+            raise ConfigError(f"{label}: unknown key {section!r} (no enabled plugin reads it)")
+    # Built-in sections are validated even when their plugin is not enabled.
+    for name in set(BUILTIN) - {cls.name for cls in classes}:
+        if config.section(name):
+            _configure(resolve_plugin_class(name), config)
+    return [_configure(cls, config) for cls in classes]

@@ -1,0 +1,57 @@
+"""Turning a request into prompt token ids, within the model's context window.
+
+Runs on the model-owner thread (it uses the backend's tokenizer). A chat whose history
+has outgrown the context drops its oldest turns -- never the system prompt or the new
+message -- so long conversations keep working instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inferd.backends.base import Backend, ChatMessage, ModelInfo
+from inferd.errors import BadRequest
+
+
+def _too_long(prompt_tokens: int, context_length: int) -> BadRequest:
+    return BadRequest(
+        f"prompt too long: {prompt_tokens} tokens, but the model's context is "
+        f"{context_length} tokens (leave room for at least one generated token)"
+    )
+
+
+def completion_prompt(backend: Backend, info: ModelInfo, prompt: str) -> list[int]:
+    ids = backend.encode_text(prompt)
+    if len(ids) >= info.context_length:
+        raise _too_long(len(ids), info.context_length)
+    return ids
+
+
+def reply_room(info: ModelInfo, max_tokens: int) -> int:
+    """Tokens kept free for the answer when history is trimmed: up to a quarter of the context."""
+    return min(max_tokens, info.context_length // 4)
+
+
+def chat_prompt(
+    backend: Backend, info: ModelInfo, messages: Sequence[ChatMessage], max_tokens: int
+) -> tuple[list[int], int]:
+    """Prompt ids for `messages` (system first if any, new user message last).
+
+    Returns the ids and how many history messages were dropped to make them fit.
+    """
+    system = [m for m in messages[:1] if m.role == "system"]
+    history = list(messages[len(system) : -1])
+    latest = messages[-1]
+    budget = info.context_length - reply_room(info, max_tokens)
+    dropped = 0
+    while True:
+        ids = backend.encode_chat([*system, *history, latest])
+        if len(ids) <= budget or not history:
+            break
+        # Drop the oldest turn: a user message and the assistant reply that follows it.
+        turn = 2 if len(history) >= 2 and history[1].role == "assistant" else 1
+        del history[:turn]
+        dropped += turn
+    if len(ids) >= info.context_length:
+        raise _too_long(len(ids), info.context_length)
+    return ids, dropped

@@ -1,0 +1,147 @@
+"""The model registry: which configured model serves a request, on which device.
+
+A request names a model (by id, name or configured path) and optionally a device; the
+registry answers with the ModelWorker for that pair, creating it -- and so loading the
+model -- on first use unless the model was preloaded at start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from inferd.backends.base import Backend
+from inferd.config import ModelConfig
+from inferd.engine import ModelWorker
+from inferd.errors import ApiError, BadRequest, NotFound
+
+BackendFactory = Callable[[ModelConfig, str], Backend]
+
+
+def default_backend_factory(model: ModelConfig, device: str) -> Backend:
+    """torch serves cpu and cuda; MLX serves metal (Metal on a Mac, its CPU backend elsewhere)."""
+    if device == "metal":
+        from inferd.backends.mlx_backend import MlxBackend
+
+        return MlxBackend(model.path, model.quantization, model.context_length)
+    from inferd.backends.torch_backend import TorchBackend
+
+    return TorchBackend(model.path, device, model.quantization, model.context_length)
+
+
+def _context_from_config_file(path: str) -> int | None:
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("max_position_embeddings")
+    return value if isinstance(value, int) else None
+
+
+@functools.cache
+def detect_devices() -> tuple[str, ...]:
+    """The devices this machine can serve, in order of preference for display."""
+    devices = ["cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            devices.append("cuda")
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    from inferd.backends.mlx_backend import mlx_available
+
+    if mlx_available():
+        devices.append("metal")
+    return tuple(devices)
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        models: list[ModelConfig],
+        *,
+        backend_factory: BackendFactory = default_backend_factory,
+        devices: tuple[str, ...] | None = None,
+    ) -> None:
+        self.models = models
+        self._factory = backend_factory
+        self._devices = devices
+        self._workers: dict[tuple[str, str], ModelWorker] = {}
+        # Preloads that could not even start (e.g. device not on this machine), by model id.
+        self.preload_errors: dict[str, str] = {}
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        if self._devices is None:
+            self._devices = detect_devices()
+        return self._devices
+
+    def find(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if name in (model.id, model.name, model.path):
+                return model
+        known = ", ".join(model.name for model in self.models) or "none configured"
+        raise NotFound(f"model {name!r} not found; available models: {known}")
+
+    def worker(self, name: str, device: str | None = None) -> ModelWorker:
+        """The worker for a model on a device (the model's configured device by default)."""
+        model = self.find(name)
+        device = device or model.device
+        if device not in self.devices:
+            raise BadRequest(
+                f"device {device!r} is not available on this server; "
+                f"available devices: {', '.join(self.devices)}"
+            )
+        key = (model.id, device)
+        if key not in self._workers:
+            self._workers[key] = ModelWorker(
+                f"{model.id}@{device}",
+                functools.partial(self._factory, model, device),
+                model.max_concurrent,
+            )
+        return self._workers[key]
+
+    def preload(self) -> None:
+        """Start loading every model marked `preload` on its configured device."""
+        for model in self.models:
+            if model.preload:
+                try:
+                    self.worker(model.id, model.device).start()
+                except ApiError as error:
+                    self.preload_errors[model.id] = error.message
+
+    def preload_workers(self) -> list[ModelWorker]:
+        return [
+            self._workers[(m.id, m.device)]
+            for m in self.models
+            if m.preload and (m.id, m.device) in self._workers
+        ]
+
+    def workers(self) -> list[ModelWorker]:
+        return list(self._workers.values())
+
+    def loaded_model_ids(self) -> set[str]:
+        return {key[0] for key, worker in self._workers.items() if worker.state == "ready"}
+
+    def loaded_devices(self, model: ModelConfig) -> list[str]:
+        return [
+            device
+            for (model_id, device), worker in self._workers.items()
+            if model_id == model.id and worker.state == "ready"
+        ]
+
+    def context_length(self, model: ModelConfig) -> int | None:
+        """Configured, else from a loaded worker, else from a local config.json."""
+        if model.context_length:
+            return model.context_length
+        for (model_id, _), worker in self._workers.items():
+            if model_id == model.id and worker.info:
+                return worker.info.context_length
+        return _context_from_config_file(model.path)
+
+    def stop(self) -> None:
+        for worker in self._workers.values():
+            worker.stop()

@@ -1,0 +1,69 @@
+"""WS /chat/ws: chat over a WebSocket.
+
+Protocol: the client sends a JSON message with the chat fields; the server answers with
+one text frame per token, then `__END__`; errors are `__ERROR__:<message>` frames and the
+socket stays open for the next message. A socket that sends no `session-id` keeps one
+session across its messages. Closing the socket cancels the generation in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sanic import Request, Sanic
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+
+from inferd.errors import BadRequest, describe_exception
+from inferd.generation import start_chat
+from inferd.schemas import ChatRequest, parse_body
+
+END = "__END__"
+ERROR_PREFIX = "__ERROR__:"
+log = logging.getLogger("inferd.ws")
+
+
+def _decode(raw: str | bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(f"malformed JSON message: {error}") from None
+
+
+async def _answer(
+    request: Request, ws: WebsocketImplProtocol, raw: str | bytes, session_id: str
+) -> None:
+    body = parse_body(ChatRequest, _decode(raw))
+    turn = await start_chat(request, body, "websocket", session_id)
+    try:
+        async for event in turn.stream:
+            if event.error is not None:
+                await ws.send(f"{ERROR_PREFIX}generation failed: {event.error}")
+                return
+            if event.text:
+                turn.answer += event.text
+                await ws.send(event.text)
+        await ws.send(END)
+    finally:
+        turn.stream.cancel()
+        turn.record()
+
+
+async def chat_ws(request: Request, ws: WebsocketImplProtocol) -> None:
+    session_id = request.app.ctx.sessions.new_id()
+    while True:
+        raw = await ws.recv()
+        if raw is None:  # the client closed the socket
+            return
+        try:
+            await _answer(request, ws, raw, session_id)
+        except ConnectionClosed:
+            return
+        except Exception as error:  # report and keep the socket for the next message
+            _, message, _ = describe_exception(request, error)
+            await ws.send(ERROR_PREFIX + message)
+
+
+def register(app: Sanic) -> None:
+    app.add_websocket_route(chat_ws, "/chat/ws", name="chat_ws")
