@@ -238,6 +238,10 @@ class ModelWorker:
         while self._take_work(block=not (self._active or self._waiting)):
             self._admit(backend, info)
             self._step_all()
+        # Optional hook: MLX must release its thread-local streams on the thread that used them.
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
 
     def _take_work(self, *, block: bool) -> bool:
         """Move new requests to the queue and run pending calls; False means shut down."""

@@ -1,0 +1,227 @@
+"""The MLX backend: a model loaded with mlx-lm, on Metal (Apple Silicon) or mlx's CPU backend.
+
+The same code runs on both: mlx picks its default device. mlx and mlx-lm are imported
+lazily, so this module imports (and `mlx_available()` answers False) where they are
+missing. MLX streams and random state are per thread, so load() and every generation
+must run on the engine's one model-owner thread; nothing here starts a thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.chat_template import render_plain_chat
+
+if TYPE_CHECKING:
+    import mlx.nn as nn
+    from mlx_lm.sample_utils import LogitsProcessor, Sampler
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+# Used when neither the caller nor config.json gives a context length.
+DEFAULT_CONTEXT_LENGTH = 4096
+QUANTIZATIONS = {"4bit": 4, "8bit": 8}
+_QUANT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
+# Tokens the repeat penalty looks back over: llama.cpp's and Ollama's repeat_last_n.
+_REPEAT_WINDOW = 64
+
+
+@functools.cache
+def mlx_available() -> bool:
+    """Whether mlx and mlx-lm import on this machine."""
+    try:
+        import mlx.core  # noqa: F401
+        import mlx_lm  # noqa: F401
+    except (ImportError, OSError):  # OSError: mlx installed but its native library won't load
+        return False
+    return True
+
+
+class MlxDecoding:
+    """One generation: drives mlx-lm's generate_step generator, one token per step()."""
+
+    def __init__(self, tokens: Generator[tuple[Any, Any], None, None], seed: int | None) -> None:
+        self._tokens: Generator[tuple[Any, Any], None, None] | None = tokens
+        # A private RNG gives each step its own mlx seed, so a seeded generation
+        # reproduces even when the owner thread interleaves it with others.
+        self._rng = random.Random(seed) if seed is not None else None
+
+    def step(self) -> int:
+        if self._tokens is None:
+            raise BackendError("step() called on a closed MLX generation")
+        if self._rng is not None:
+            import mlx.core as mx
+
+            mx.random.seed(self._rng.getrandbits(63))
+        token, _logprobs = next(self._tokens)
+        return int(token)
+
+    def close(self) -> None:
+        # Closing the generator releases its frame, and with it the KV cache.
+        if self._tokens is not None:
+            self._tokens.close()
+            self._tokens = None
+
+
+class MlxBackend:
+    """A Backend over mlx-lm; `quantization` is None, "4bit" or "8bit" (applied on load)."""
+
+    def __init__(
+        self, path: str, quantization: str | None = None, context_length: int | None = None
+    ) -> None:
+        if quantization is not None and quantization not in QUANTIZATIONS:
+            allowed = ", ".join(["none", *QUANTIZATIONS])
+            raise BackendError(f"unknown MLX quantization {quantization!r}; allowed: {allowed}")
+        self.path = path
+        self.quantization = quantization
+        self.context_length = context_length
+        self._model: nn.Module | None = None
+        self._tokenizer: TokenizerWrapper | None = None
+        self._vocab_size = 0
+
+    def load(self) -> ModelInfo:
+        if not mlx_available():
+            raise BackendError(
+                "the MLX backend needs mlx-lm: pip install 'inferd[mlx]' (on Linux also 'mlx[cpu]')"
+            )
+        from mlx_lm import load
+        from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+        model_dir = Path(self.path)
+        # mlx_lm.load treats a path that does not exist as a Hugging Face repo id and
+        # would try to download it; inferd only serves local files.
+        if not (model_dir / "config.json").is_file():
+            raise BackendError(
+                f"no MLX model at {self.path}: expected a directory with config.json, "
+                "*.safetensors weights and tokenizer files"
+            )
+        try:
+            model, tokenizer, config = load(str(model_dir), return_config=True)
+        except Exception as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise BackendError(
+                f"could not load MLX model from {self.path}: {type(exc).__name__}: {detail}"
+            ) from exc
+        if self.quantization is not None:
+            model = self._quantize(model, config)
+        maybe_set_recommended_wired_limit()  # what mlx-lm's server does; a no-op on CPU
+        self._model, self._tokenizer = model, tokenizer
+        text_config = config.get("text_config", {})  # multimodal configs nest the LM's
+        self._vocab_size = (
+            config.get("vocab_size") or text_config.get("vocab_size") or len(tokenizer)
+        )
+        eos = set(tokenizer.eos_token_ids) | _ids(config.get("eos_token_id"))
+        eos |= _ids(_read_json(model_dir / "generation_config.json").get("eos_token_id"))
+        return ModelInfo(
+            context_length=self.context_length
+            or config.get("max_position_embeddings")
+            or text_config.get("max_position_embeddings")
+            or DEFAULT_CONTEXT_LENGTH,
+            eos_token_ids=frozenset(eos),
+            has_chat_template=bool(tokenizer.has_chat_template),
+        )
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self._loaded_tokenizer().encode(text))
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        tokenizer = self._loaded_tokenizer()
+        if not tokenizer.has_chat_template:
+            return self.encode_text(render_plain_chat(messages))
+        conversation = [{"role": m.role, "content": m.content} for m in messages]
+        # mlx-lm's wrapper passes return_dict=False, so this is a plain list of ids.
+        return list(tokenizer.apply_chat_template(conversation, add_generation_prompt=True))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self._loaded_tokenizer().decode(list(token_ids), skip_special_tokens=True)
+
+    def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> MlxDecoding:
+        if self._model is None:
+            raise BackendError("MLX model is not loaded; call load() first")
+        if not prompt_ids:
+            raise BackendError("cannot generate from an empty prompt")
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+        from mlx_lm.models.cache import make_prompt_cache
+
+        tokens = generate_step(
+            mx.array(list(prompt_ids)),
+            self._model,
+            max_tokens=-1,  # unbounded: the engine decides when to stop calling step()
+            sampler=self._sampler(params),
+            logits_processors=_logits_processors(params.repeat_penalty),
+            prompt_cache=make_prompt_cache(self._model),
+        )
+        return MlxDecoding(tokens, params.seed)
+
+    def close(self) -> None:
+        """Drop the model and this thread's MLX streams: the owner thread's last MLX call.
+
+        Not in the Backend protocol. mlx 0.32 wants `clear_streams()` before a thread that
+        used MLX ends: without it the process can abort at exit ("terminate called without
+        an active exception"). Close every Decoding first; this thread cannot run MLX after.
+        """
+        self._model = self._tokenizer = None
+        if mlx_available():
+            import mlx.core as mx
+
+            mx.clear_streams()
+            mx.clear_cache()
+
+    def _sampler(self, params: SamplingParams) -> Sampler:
+        from mlx_lm.sample_utils import make_sampler
+
+        # mlx-lm rejects top_k >= vocab size; keeping every token is no top-k at all.
+        top_k = params.top_k if 0 < params.top_k < self._vocab_size else 0
+        return make_sampler(temp=params.temperature, top_p=params.top_p, top_k=top_k)
+
+    def _quantize(self, model: nn.Module, config: dict[str, Any]) -> nn.Module:
+        import mlx.core as mx
+        from mlx_lm.utils import quantize_model
+
+        if "quantization" in config:
+            raise BackendError(
+                f"MLX model at {self.path} is already quantized; leave quantization unset"
+            )
+        # quantize_model wraps mlx.nn.quantize, skipping layers whose width the group
+        # size does not divide and any the model marks as not to be quantized.
+        bits = QUANTIZATIONS[self.quantization or ""]
+        model, _ = quantize_model(model, config, group_size=_QUANT_GROUP_SIZE, bits=bits)
+        mx.eval(model.parameters())
+        return model
+
+    def _loaded_tokenizer(self) -> TokenizerWrapper:
+        if self._tokenizer is None:
+            raise BackendError("MLX model is not loaded; call load() first")
+        return self._tokenizer
+
+
+def _logits_processors(repeat_penalty: float) -> list[LogitsProcessor] | None:
+    if repeat_penalty == 1.0:
+        return None  # also spares generate_step from tracking the token history
+    from mlx_lm.sample_utils import make_logits_processors
+
+    return make_logits_processors(
+        repetition_penalty=repeat_penalty, repetition_context_size=_REPEAT_WINDOW
+    )
+
+
+def _ids(value: int | list[int] | None) -> set[int]:
+    """Token ids from a config field that may hold one id, a list of them, or nothing."""
+    if value is None:
+        return set()
+    return {value} if isinstance(value, int) else set(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not read {path}: {exc}") from exc

@@ -1,0 +1,226 @@
+"""Tests for backends/mlx_backend.py against the real stories260K model (mlx's CPU backend).
+
+As in inferd's engine, the model is loaded and run on one long-lived non-main thread:
+MLX streams and random state belong to the thread that uses them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.chat_template import render_plain_chat
+from inferd.backends.mlx_backend import MlxBackend, mlx_available
+
+if not mlx_available():
+    pytest.skip(
+        "mlx/mlx-lm not importable (pip install 'inferd[mlx]'; on Linux also 'mlx[cpu]')",
+        allow_module_level=True,
+    )
+
+MODELS = Path(__file__).parents[2] / "shared" / "models"
+STORIES = MODELS / "stories260K"
+QWEN_TOKENIZER = MODELS / "qwen2.5-tokenizer"
+if not (STORIES / "model.safetensors").is_file():
+    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+
+pytestmark = pytest.mark.real_model
+
+# 64 greedy tokens after "Once upon a time" (stories260K/PROVENANCE.md, HF and MLX agree).
+GREEDY_64 = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+    "park. One day, she saw a big, red ball. She wanted to play with it, but it was too high."
+    "\nLily's mom said"
+)
+GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
+Owner = Callable[..., Any]
+Loaded = tuple[MlxBackend, ModelInfo]
+
+
+@pytest.fixture(scope="module")
+def owner() -> Iterator[Owner]:
+    """Run a call on one long-lived worker thread, like the engine's model-owner thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
+        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def loaded(owner: Owner) -> Iterator[Loaded]:
+    backend = MlxBackend(str(STORIES))
+    info = owner(backend.load)
+    yield backend, info
+    owner(backend.close)  # before the owner thread ends (see MlxBackend.close)
+
+
+def generate(
+    backend: MlxBackend, prompt: Sequence[int], params: SamplingParams, n: int
+) -> list[int]:
+    """Run n steps of one generation (on the calling thread) and close it."""
+    decoding = backend.start(prompt, params)
+    try:
+        return [decoding.step() for _ in range(n)]
+    finally:
+        decoding.close()
+
+
+def test_model_info(loaded: Loaded) -> None:
+    _, info = loaded
+    assert info == ModelInfo(512, frozenset({2}), has_chat_template=False)
+
+
+def test_greedy_matches_reference_text(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+
+    def run() -> str:
+        prompt = backend.encode_text("Once upon a time")
+        assert prompt == [1, 403, 407, 261, 378]
+        tokens = generate(backend, prompt, GREEDY, 64)
+        assert all(isinstance(t, int) for t in tokens)
+        return backend.decode(prompt + tokens)
+
+    assert owner(run) == GREEDY_64
+
+
+def test_greedy_ids_match_torch_transformers(owner: Owner, loaded: Loaded) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    mlx_ids = owner(generate, backend, prompt, GREEDY, 32)
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(STORIES)
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=32,
+            repetition_penalty=1.0,
+            pad_token_id=0,
+        )
+    assert mlx_ids == out[0, len(prompt) :].tolist()
+
+
+def test_seeded_sampling_is_reproducible(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    seeded = SamplingParams(temperature=1.0, top_p=0.95, top_k=40, seed=7)
+    first = owner(generate, backend, prompt, seeded, 24)
+    assert owner(generate, backend, prompt, seeded, 24) == first
+    other = SamplingParams(temperature=1.0, top_p=0.95, top_k=40, seed=8)
+    assert owner(generate, backend, prompt, other, 24) != first
+
+    def interleaved() -> list[int]:
+        # Another generation stepping in between must not disturb the seeded one.
+        a, b = backend.start(prompt, seeded), backend.start(prompt, other)
+        try:
+            return [(a.step(), b.step())[0] for _ in range(24)]
+        finally:
+            a.close()
+            b.close()
+
+    assert owner(interleaved) == first
+
+
+def test_top_k_beyond_vocab_means_no_top_k(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    params = SamplingParams(temperature=0.8, top_k=100_000, seed=1)
+    assert len(owner(generate, backend, prompt, params, 8)) == 8
+
+
+def test_repeat_penalty_changes_output(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    plain = owner(generate, backend, prompt, GREEDY, 48)
+    penalised = SamplingParams(temperature=0.0, repeat_penalty=1.3)
+    assert owner(generate, backend, prompt, penalised, 48) != plain
+
+
+def test_chat_without_template_uses_plain_rendering(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+    messages = [ChatMessage("system", "Tell stories."), ChatMessage("user", "A story, please.")]
+    expected = owner(backend.encode_text, render_plain_chat(messages))
+    assert owner(backend.encode_chat, messages) == expected
+    assert owner(backend.decode, expected).endswith("Assistant:")
+
+
+def test_chat_template_and_every_eos_id(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    if not (QWEN_TOKENIZER / "vocab.json").is_file():
+        pytest.skip(f"qwen2.5-tokenizer not found at {QWEN_TOKENIZER}")
+    # stories260K's weights with Qwen's templated tokenizer: only encoding is exercised.
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(STORIES / name, tmp_path)
+    for name in ("tokenizer_config.json", "vocab.json", "merges.txt"):
+        shutil.copy(QWEN_TOKENIZER / name, tmp_path)
+    backend = MlxBackend(str(tmp_path), context_length=256)
+    info = backend.load()
+    assert info == ModelInfo(256, frozenset({2, 151645}), has_chat_template=True)
+    ids = backend.encode_chat([ChatMessage("user", "Hi there")])
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    conversation = [{"role": "user", "content": "Hi there"}]
+    text = hf.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
+    assert ids == hf.encode(text, add_special_tokens=False)
+    assert backend.decode(ids).endswith("user\nHi there\nassistant\n")  # specials skipped
+
+
+def test_load_on_a_fresh_thread_then_generate_there() -> None:
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        backend = MlxBackend(str(STORIES), quantization="8bit")
+        try:
+            backend.load()
+            prompt = backend.encode_text("Once upon a time")
+            result["text"] = backend.decode(generate(backend, prompt, GREEDY, 12))
+            result["main"] = threading.current_thread() is threading.main_thread()
+        except BaseException as exc:
+            result["error"] = exc
+        finally:
+            backend.close()
+
+    thread = threading.Thread(target=run, name="mlx-test-owner")
+    thread.start()
+    thread.join(timeout=120)
+    assert "error" not in result, result.get("error")
+    assert result["main"] is False
+    assert str(result["text"]).startswith(", there was a little girl")
+
+
+def test_missing_model_is_a_backend_error_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(BackendError, match=str(missing)):
+        MlxBackend(str(missing)).load()
+
+
+def test_broken_model_dir_is_a_backend_error(tmp_path: Path) -> None:
+    shutil.copy(STORIES / "config.json", tmp_path)  # no weights
+    with pytest.raises(BackendError, match=f"could not load MLX model from {tmp_path}"):
+        MlxBackend(str(tmp_path)).load()
+
+
+def test_unknown_quantization_lists_the_allowed_values() -> None:
+    with pytest.raises(BackendError, match="allowed: none, 4bit, 8bit"):
+        MlxBackend(str(STORIES), quantization="3bit")
+
+
+def test_step_after_close_is_an_error(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+
+    def run() -> None:
+        decoding = backend.start([1], GREEDY)
+        decoding.close()
+        decoding.close()  # idempotent
+        with pytest.raises(BackendError, match="closed"):
+            decoding.step()
+
+    owner(run)
