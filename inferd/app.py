@@ -40,8 +40,7 @@ def create_app(
 
     for routes in (health, models, completions, chat, ws, history, webui):
         routes.register(app)
-    for plugin in app.ctx.plugins.plugins:
-        plugin.setup(app)
+    app.ctx.plugins.setup(app)
 
     @app.on_request
     async def run_request_plugins(request: Request) -> HTTPResponse | None:

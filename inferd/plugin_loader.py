@@ -2,8 +2,9 @@
 
 A plugin is named either by a built-in or entry-point name (group `inferd.plugins`) or
 by a dotted `package.module:Class` path. Every problem -- an unknown name, an import
-error, a bad config table, a table no plugin claims -- is a ConfigError at start-up,
-never a surprise at the first request.
+error, a bad config table, a table no plugin claims, a plugin listed twice, a plugin
+whose constructor raises -- is a ConfigError at start-up, never a surprise at the first
+request (PluginChain.setup does the same for each plugin's `setup`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib.metadata import entry_points
 from pydantic import ValidationError
 
 from inferd.config import Config, ConfigError
-from inferd.plugins.base import Plugin
+from inferd.plugins.base import Plugin, PluginConfig
 
 ENTRY_POINT_GROUP = "inferd.plugins"
 BUILTIN = {
@@ -45,7 +46,10 @@ def resolve_plugin_class(spec: str) -> type[Plugin]:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
         if not found:
             known = sorted({*BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
-            raise ConfigError(f"unknown plugin {spec!r}; known plugins: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown plugin {spec!r}; known plugins: {', '.join(known)}; "
+                "a plugin class in a module is named 'package.module:Class'"
+            )
         try:
             cls = found[0].load()
         except Exception as error:
@@ -57,10 +61,11 @@ def resolve_plugin_class(spec: str) -> type[Plugin]:
     return cls
 
 
-def _configure(cls: type[Plugin], config: Config) -> Plugin:
+def _settings(cls: type[Plugin], config: Config) -> PluginConfig:
+    """The plugin's `[<name>]` table, validated by its own Config model."""
     label = str(config.source) if config.source else "<config>"
     try:
-        settings = cls.Config.model_validate(config.section(cls.name))
+        return cls.Config.model_validate(config.section(cls.name))
     except ValidationError as error:
         problems = []
         for item in error.errors():
@@ -70,6 +75,9 @@ def _configure(cls: type[Plugin], config: Config) -> Plugin:
             else:
                 problems.append(f"{key}: {item['msg']}")
         raise ConfigError(f"{label}: " + "; ".join(problems)) from None
+
+
+def _instantiate(cls: type[Plugin], settings: PluginConfig) -> Plugin:
     try:
         return cls(settings)
     except Exception as error:
@@ -77,8 +85,16 @@ def _configure(cls: type[Plugin], config: Config) -> Plugin:
 
 
 def load_plugins(config: Config) -> list[Plugin]:
-    """Instantiate the enabled plugins in order; reject config tables nobody reads."""
+    """Instantiate the enabled plugins in order; reject config tables nobody reads.
+
+    A plugin whose table says `enabled = false` is validated but never instantiated, so a
+    switched-off plugin costs nothing per request.
+    """
     classes = [resolve_plugin_class(spec) for spec in config.plugins.enabled]
+    names = [cls.name for cls in classes]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"plugin {name!r} is listed twice in [plugins] enabled")
     claimed = {cls.name for cls in classes} | set(BUILTIN)
     for section in config.plugin_sections:
         if section not in claimed:
@@ -87,5 +103,10 @@ def load_plugins(config: Config) -> list[Plugin]:
     # Built-in sections are validated even when their plugin is not enabled.
     for name in set(BUILTIN) - {cls.name for cls in classes}:
         if config.section(name):
-            _configure(resolve_plugin_class(name), config)
-    return [_configure(cls, config) for cls in classes]
+            _settings(resolve_plugin_class(name), config)
+    plugins = []
+    for cls in classes:
+        settings = _settings(cls, config)
+        if getattr(settings, "enabled", True):
+            plugins.append(_instantiate(cls, settings))
+    return plugins

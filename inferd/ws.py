@@ -34,6 +34,7 @@ def _decode(raw: str | bytes) -> object:
 async def _answer(
     request: Request, ws: WebsocketImplProtocol, raw: str | bytes, session_id: str
 ) -> None:
+    await request.app.ctx.plugins.on_websocket_message(request, raw)
     body = parse_body(ChatRequest, _decode(raw))
     turn = await start_chat(request, body, "websocket", session_id)
     try:

@@ -118,5 +118,8 @@ def make_app(tmp_path: Path, backend: FakeBackend | None = None, **sections: Any
         return backend
 
     app = create_app(config, backend_factory=factory, devices=("cpu", "cuda"))
+    # sanic-testing's asgi_client starts the app on every request, and TouchUp (a
+    # micro-optimisation that recompiles Sanic's own methods) costs ~0.1 s each time.
+    app.config.TOUCHUP = False
     app.ctx.fake_backend = backend
     return app

@@ -1,0 +1,1 @@
+"""Example plugins for inferd (not installed with the package; see docs/plugins.md)."""
