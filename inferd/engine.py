@@ -74,16 +74,33 @@ class Stream:
     async def next_event(self) -> TokenEvent:
         """The next token or the final event; lifecycle callbacks fire as events arrive."""
         while True:
-            item = await self._queue.get()
-            if isinstance(item, _Admitted):
-                if self._observer:
-                    self._observer.on_admitted(self.stats)
-                continue
-            if item.finish_reason is not None:
-                self._finish(item.finish_reason)
-            elif self._observer:
-                self._observer.on_token(item, self.stats)
-            return item
+            event = self._accept(await self._queue.get())
+            if event is not None:
+                return event
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def ready_events(self) -> list[TokenEvent]:
+        """Events that have already arrived, without waiting (to coalesce small writes)."""
+        events = []
+        while not self._finished and not self._queue.empty():
+            event = self._accept(self._queue.get_nowait())
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _accept(self, item: TokenEvent | _Admitted) -> TokenEvent | None:
+        if isinstance(item, _Admitted):
+            if self._observer:
+                self._observer.on_admitted(self.stats)
+            return None
+        if item.finish_reason is not None:
+            self._finish(item.finish_reason)
+        elif self._observer:
+            self._observer.on_token(item, self.stats)
+        return item
 
     async def __aiter__(self) -> AsyncIterator[TokenEvent]:
         while not self._finished:
@@ -189,7 +206,9 @@ class ModelWorker:
     async def ready(self) -> ModelInfo:
         """Wait for the model to load; raises the load error if it failed."""
         self.start()
-        return await asyncio.wrap_future(self._loaded)
+        # Shielded: a waiter that is cancelled (its client went away) must not cancel the
+        # shared future, or the owner thread would die setting its result.
+        return await asyncio.shield(asyncio.wrap_future(self._loaded))
 
     async def call(self, fn: Callable[[Backend], T]) -> T:
         """Run `fn(backend)` on the owner thread between decoding steps (e.g. tokenising)."""

@@ -137,7 +137,7 @@ async def with_keepalive(stream: Stream, interval: float) -> AsyncIterator[Token
             event = pending.result()
             pending = None
             yield event
-            if event.finish_reason is not None:
+            if stream.finished:  # the consumer may also have drained the final event
                 return
     finally:
         if pending is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from sanic import Request
@@ -9,6 +10,17 @@ from sanic import Request
 from inferd import sse
 from inferd.engine import Stream
 from inferd.generation import with_keepalive
+
+
+def send_immediately(request: Request) -> None:
+    """Turn off Nagle's algorithm on this connection.
+
+    A stream writes many small pieces; with Nagle on, the first piece after the headers
+    waits for the client's delayed ACK (40 ms on Linux) before it leaves.
+    """
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 async def send_sse(
@@ -22,20 +34,27 @@ async def send_sse(
     The generation is cancelled in `finally`: when the client disconnects, Sanic cancels
     this handler at its next await, and the engine drops the request before its next step.
     """
+    send_immediately(request)
     response = await request.respond(
         content_type=sse.CONTENT_TYPE, headers={**sse.HEADERS, **(headers or {})}
     )
     interval = request.app.ctx.config.server.keepalive_interval
     try:
-        async for event in with_keepalive(stream, interval):
-            if event is None:
+        async for first in with_keepalive(stream, interval):
+            if first is None:
                 await response.send(sse.KEEPALIVE)
-            elif event.error is not None:
-                await response.send(sse.named_event("error", event.error))
-            elif event.text:
-                if on_text:
-                    on_text(event.text)
-                await response.send(sse.token_event(event.text))
+                continue
+            # Tokens that arrived while the last write was in flight go out in one write.
+            chunk = []
+            for event in (first, *stream.ready_events()):
+                if event.error is not None:
+                    chunk.append(sse.named_event("error", event.error))
+                elif event.text:
+                    if on_text:
+                        on_text(event.text)
+                    chunk.append(sse.token_event(event.text))
+            if chunk:
+                await response.send("".join(chunk))
         await response.eof()
     finally:
         stream.cancel()
