@@ -23,9 +23,9 @@ def _single_model_config(model: str, base: Config, device: str | None) -> Config
     is_dir = Path(model).expanduser().is_dir()
     path = str(Path(model).expanduser().resolve()) if is_dir else model
     name = Path(path).name if is_dir else model
-    entry = ModelConfig(
-        id=Path(model.rstrip("/")).name, name=name, path=path, preload=True, device=device or "cpu"
-    )
+    # A directory is named after its resolved path, so "." and ".." get a real name.
+    model_id = name if is_dir else Path(model.rstrip("/")).name
+    entry = ModelConfig(id=model_id, name=name, path=path, preload=True, device=device or "cpu")
     return base.model_copy(update={"models": [entry]})
 
 
@@ -70,6 +70,8 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("inferd")
+    if logger.handlers:
+        return
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

@@ -15,7 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,9 +46,19 @@ class ServerConfig(_Section):
     port: int = Field(3000, ge=0, le=65535)
     # Seconds between SSE comment keepalives while nothing else is written.
     keepalive_interval: float = Field(10.0, gt=0)
-    # Idle seconds allowed between writes (Sanic's RESPONSE_TIMEOUT); > keepalive_interval.
-    response_timeout: float = Field(300.0, gt=0)
+    # Sanic's RESPONSE_TIMEOUT: the longest a response may go without a write. Streams
+    # send keepalives; a non-streamed completion must finish within it.
+    response_timeout: float = Field(3600.0, gt=0)
     request_max_size: int = Field(1_000_000, ge=1024)
+
+    @model_validator(mode="after")
+    def _keepalives_beat_the_timeout(self) -> ServerConfig:
+        if self.keepalive_interval >= self.response_timeout:
+            raise ValueError(
+                f"keepalive_interval ({self.keepalive_interval}) must be shorter than "
+                f"response_timeout ({self.response_timeout}), or idle streams are cut off"
+            )
+        return self
 
 
 class SessionsConfig(_Section):

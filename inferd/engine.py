@@ -136,9 +136,9 @@ class _Sequence:
         self.eos_ids = info.eos_token_ids
         # Never decode past the context window, whatever max_tokens says.
         self.budget = min(self.params.max_tokens, info.context_length - len(stream.prompt_ids))
-        self.decoding = backend.start(stream.prompt_ids, self.params)
         self.detokenizer = IncrementalDetokenizer(backend.decode, stream.prompt_ids)
         self.stops = StopMatcher(self.params.stop)
+        self.decoding = backend.start(stream.prompt_ids, self.params)  # last: it holds a cache
 
     def advance(self) -> bool:
         """Decode one token and push its text; True when the request is finished."""

@@ -1,9 +1,10 @@
 """One mapping from exceptions to HTTP statuses and `{"error": "..."}` bodies.
 
 Route code raises `ApiError` subclasses with a message a user can act on; Sanic's own
-exceptions (unknown route, wrong method, body too large) keep their status but get the
-same body shape. Anything else is a real internal failure: it is logged with the
-request id, and the client gets a 500 that quotes that id instead of a traceback.
+exceptions (unknown route, wrong method, body too large, a 503 response timeout) keep
+their status but get the same body shape. Anything else is a real internal failure: it
+is logged with the request id, and the client gets a 500 that quotes that id instead of
+a traceback.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def describe_exception(
         if exception.status >= 500:
             log.error("request %s: %s", request_id(request), exception.message)
         return exception.status, exception.message, exception.headers
-    if isinstance(exception, SanicException) and exception.status_code < 500:
+    if isinstance(exception, SanicException) and exception.status_code != 500:
         headers = dict(getattr(exception, "headers", None) or {})
         return exception.status_code, str(exception) or "bad request", headers
     log.exception("request %s failed", request_id(request), exc_info=exception)

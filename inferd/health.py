@@ -29,17 +29,16 @@ async def health(request: Request) -> HTTPResponse:
 async def readiness(request: Request) -> HTTPResponse:
     """503 until every `preload` model is loaded; names the models that failed and why."""
     registry = request.app.ctx.registry
-    states = {worker.label: worker.state for worker in registry.preload_workers()}
-    errors = {w.label: w.error for w in registry.preload_workers() if w.state == "failed"}
-    errors.update(registry.preload_errors)
+    states = registry.preload_states()
+    errors = {label: error for label, (state, error) in states.items() if state == "failed"}
     body: dict[str, object] = {
         "models_available": len(registry.loaded_model_ids()),
         "timestamp": _timestamp(),
     }
     if errors:
         return json({"status": "failed", **body, "errors": errors}, status=503)
-    if any(state != "ready" for state in states.values()):
-        loading = sorted(label for label, state in states.items() if state != "ready")
+    loading = sorted(label for label, (state, _) in states.items() if state != "ready")
+    if loading:
         return json({"status": "loading", **body, "loading": loading}, status=503)
     return json({"status": "ready", **body})
 

@@ -113,12 +113,24 @@ class ModelRegistry:
                 except ApiError as error:
                     self.preload_errors[model.id] = error.message
 
-    def preload_workers(self) -> list[ModelWorker]:
-        return [
-            self._workers[(m.id, m.device)]
-            for m in self.models
-            if m.preload and (m.id, m.device) in self._workers
-        ]
+    def preload_states(self) -> dict[str, tuple[str, str | None]]:
+        """State and error of every model configured to preload, by "id@device" label.
+
+        A preload not started yet counts as "unloaded", so /readiness is never early.
+        """
+        states: dict[str, tuple[str, str | None]] = {}
+        for model in self.models:
+            if not model.preload:
+                continue
+            label = f"{model.id}@{model.device}"
+            worker = self._workers.get((model.id, model.device))
+            if model.id in self.preload_errors:
+                states[label] = ("failed", self.preload_errors[model.id])
+            elif worker is None:
+                states[label] = ("unloaded", None)
+            else:
+                states[label] = (worker.state, worker.error)
+        return states
 
     def workers(self) -> list[ModelWorker]:
         return list(self._workers.values())

@@ -8,7 +8,7 @@ integer and unknown fields are rejected by name -- because a silently ignored ty
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,7 +16,6 @@ from inferd.backends.base import SamplingParams
 from inferd.errors import BadRequest
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-DeviceField = Literal["cpu", "cuda", "metal"]
 
 
 class _Body(BaseModel):
@@ -32,7 +31,8 @@ class CompletionRequest(_Body):
     stop: list[str] = Field(default_factory=list, max_length=16)
     stream: bool = False
     # Extensions beyond API.md (documented in the README).
-    device: DeviceField | None = None
+    # Any string: the registry answers an unknown device with the devices this server has.
+    device: str | None = None
     seed: int | None = None
 
     def sampling(self) -> SamplingParams:
@@ -58,7 +58,8 @@ class ChatRequest(_Body):
     repeat_penalty: float = Field(1.1, alias="repeat-penalty", ge=1.0, le=2.0)
     system_prompt: str | None = Field(None, alias="system-prompt")
     stop: list[str] = Field(default_factory=list, max_length=16)
-    device: DeviceField | None = None
+    # Any string: the registry answers an unknown device with the devices this server has.
+    device: str | None = None
     seed: int | None = None
 
     def sampling(self) -> SamplingParams:

@@ -1,0 +1,69 @@
+"""Shared test fixtures: the real model files in ../shared/models and a tiny Qwen2 model.
+
+Real-model tests skip with a clear reason when ../shared is absent. The tiny model has
+random weights but the real Qwen2.5 tokenizer and chat template, for tests that need a
+templated model without real text.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    path = Path(__file__).parents[2] / "shared" / "models"
+    if not path.is_dir():
+        pytest.skip(f"shared model files not found at {path} (../shared/models beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stories_path(shared_models: Path) -> Path:
+    path = shared_models / "stories260K"
+    if not (path / "config.json").is_file():
+        pytest.skip(f"stories260K model not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_path(shared_models: Path) -> Path:
+    path = shared_models / "qwen2.5-tokenizer"
+    if not (path / "tokenizer_config.json").is_file():
+        pytest.skip(f"Qwen2.5 tokenizer not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_model_dir(
+    qwen_tokenizer_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A randomly initialised 2-layer Qwen2 saved with the real Qwen2.5 tokenizer files."""
+    out = tmp_path_factory.mktemp("tiny-qwen")
+    for file in qwen_tokenizer_path.iterdir():
+        if file.name != "PROVENANCE.md":
+            shutil.copy(file, out / file.name)
+    vocab = len(AutoTokenizer.from_pretrained(out))
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=151643,
+        eos_token_id=151643,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    # Like Qwen2.5-Instruct: the generation config adds <|im_end|> to the config's EOS.
+    model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643])
+    model.save_pretrained(out)
+    return out
