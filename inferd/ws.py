@@ -3,13 +3,15 @@
 Protocol: the client sends a JSON message with the chat fields; the server answers with
 one text frame per token, then `__END__`; errors are `__ERROR__:<message>` frames and the
 socket stays open for the next message. A socket that sends no `session-id` keeps one
-session across its messages. Closing the socket cancels the generation in flight.
+session across its messages: the one named by the URL's `?session-id=` query parameter,
+else a new one. Closing the socket cancels the generation in flight.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 
 from sanic import Request, Sanic
 from sanic.server.websockets.impl import WebsocketImplProtocol
@@ -17,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from inferd.errors import BadRequest, describe_exception
 from inferd.generation import start_chat
-from inferd.schemas import ChatRequest, parse_body
+from inferd.schemas import SESSION_ID_PATTERN, ChatRequest, parse_body
 
 END = "__END__"
 ERROR_PREFIX = "__ERROR__:"
@@ -51,8 +53,25 @@ async def _answer(
         turn.record()
 
 
+def _socket_session(request: Request) -> str:
+    """The socket's session: `?session-id=` on the URL (so a client knows it), else a new one."""
+    chosen = request.args.get("session-id")
+    if chosen is None:
+        return request.app.ctx.sessions.new_id()
+    if not re.fullmatch(SESSION_ID_PATTERN, chosen):
+        raise BadRequest(
+            f"invalid 'session-id' query parameter {chosen!r}: use 1-128 of A-Z a-z 0-9 . _ : -"
+        )
+    return chosen
+
+
 async def chat_ws(request: Request, ws: WebsocketImplProtocol) -> None:
-    session_id = request.app.ctx.sessions.new_id()
+    try:
+        session_id = _socket_session(request)
+    except BadRequest as error:
+        await ws.send(ERROR_PREFIX + error.message)
+        await ws.close(code=1008, reason="invalid session-id")
+        return
     while True:
         raw = await ws.recv()
         if raw is None:  # the client closed the socket

@@ -99,6 +99,28 @@ async def test_an_explicit_session_id_is_used(tmp_path):
     ]
 
 
+async def test_the_url_can_name_the_socket_session(tmp_path):
+    app = make_app(tmp_path)
+    async with live_server(app) as url:
+        async with connect(_ws_url(url) + "?session-id=from-url") as ws:
+            await ws.send(_message(prompt="one"))
+            await _answer(ws)
+            await ws.send(_message(prompt="two"))
+            await _answer(ws)
+        async with httpx.AsyncClient(base_url=url) as client:
+            history = (await client.get("/chat/history/from-url")).json()
+    assert [m["content"] for m in history] == ["one", REPLY, "two", REPLY]
+
+
+async def test_an_invalid_url_session_id_is_an_error_frame_then_close(tmp_path):
+    app = make_app(tmp_path)
+    async with live_server(app) as url, connect(_ws_url(url) + "?session-id=a%20b") as ws:
+        frame = await asyncio.wait_for(ws.recv(), timeout=5)
+        assert frame.startswith(ERROR) and "session-id" in frame
+        await asyncio.wait_for(ws.wait_closed(), timeout=5)
+    assert ws.close_code == 1008
+
+
 async def test_errors_are_error_frames_and_the_socket_stays_usable(tmp_path):
     app = make_app(tmp_path)
     async with live_server(app) as url, connect(_ws_url(url)) as ws:
