@@ -1,0 +1,33 @@
+# One command to set up and run the server, one to set up and run the tests.
+#   make serve                                        # config.toml (Qwen2.5-0.5B-Instruct from the hub)
+#   make serve MODEL=../shared/models/stories260K     # one local model, no config needed
+#   make test
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: serve test lint bench clean
+
+$(BIN)/inferd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+serve: $(BIN)/inferd
+	$(BIN)/inferd serve $(if $(MODEL),--model $(MODEL),--config config.toml) $(ARGS)
+
+test: $(BIN)/inferd
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest $(ARGS)
+
+bench: $(BIN)/inferd
+	$(BIN)/python benchmarks/bench_stream.py $(ARGS)
+	$(BIN)/python benchmarks/bench_plugins.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
