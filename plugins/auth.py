@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse
 
 from inferd.errors import error_response
 from inferd.plugins.base import Plugin, PluginConfig
+from inferd.plugins.paths import PathSet
 
 ALWAYS_PUBLIC = ("/health", "/readiness")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -68,12 +69,10 @@ class AuthPlugin(Plugin):
                 "environment variable (comma-separated keys)"
             )
         self._digests = [digest_of(entry).encode() for entry in entries]
-        public = {*ALWAYS_PUBLIC, *self.config.public_paths}
-        self._public = frozenset(path for path in public if not path.endswith("*"))
-        self._public_prefixes = tuple(path[:-1] for path in public if path.endswith("*"))
+        self._public = PathSet([*ALWAYS_PUBLIC, *self.config.public_paths])
 
     def is_public(self, path: str) -> bool:
-        return path in self._public or path.startswith(self._public_prefixes)
+        return path in self._public
 
     def _known(self, digest: str) -> bool:
         presented = digest.encode()

@@ -31,6 +31,7 @@ from inferd.errors import TooManyRequests, error_response
 from inferd.generation import owner_of
 from inferd.plugins.auth import digest_of
 from inferd.plugins.base import Plugin, PluginConfig
+from inferd.plugins.paths import PathSet
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,7 +44,10 @@ class RateLimitConfig(PluginConfig):
     strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = "fixed-window"
     storage_uri: str = "memory://"
     trusted_proxies: list[str] = Field(default_factory=list)
-    exempt_paths: list[str] = Field(default_factory=lambda: ["/health", "/readiness", "/metrics"])
+    # Never limited: probes, the scraper, and the web page's own files ("*" = prefix).
+    exempt_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/readiness", "/metrics", "/", "/static/*"]
+    )
 
 
 class RateLimitPlugin(Plugin):
@@ -63,7 +67,7 @@ class RateLimitPlugin(Plugin):
         self.proxies: list[Network] = [
             ipaddress.ip_network(p, strict=False) for p in self.config.trusted_proxies
         ]
-        self.exempt = frozenset(self.config.exempt_paths)
+        self.exempt = PathSet(self.config.exempt_paths)
 
     def setup(self, app: Sanic) -> None:
         @app.before_server_start

@@ -173,3 +173,14 @@ async def test_an_unreachable_storage_stops_start_up(tmp_path):
 def test_bad_rate_limit_config_fails_at_start_up(tmp_path, rate_limit, message):
     with pytest.raises(ConfigError, match=message):
         make_app(tmp_path, rate_limit={"enabled": True, **rate_limit})
+
+
+async def test_the_web_page_and_its_files_are_exempt_by_default(tmp_path):
+    app = make_app(tmp_path, rate_limit={"enabled": True, "requests_per_minute": 1})
+    for path in ("/", "/static/app.js", "/", "/static/style.css"):
+        _, response = await app.asgi_client.get(path)
+        assert response.status == 200, path
+        assert "x-ratelimit-limit" not in response.headers
+    _, first = await app.asgi_client.get("/models")
+    _, second = await app.asgi_client.get("/models")
+    assert (first.status, second.status) == (200, 429)
