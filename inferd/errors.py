@@ -33,10 +33,6 @@ class BadRequest(ApiError):
     status = 400
 
 
-class Unauthorized(ApiError):
-    status = 401
-
-
 class NotFound(ApiError):
     status = 404
 
@@ -47,10 +43,6 @@ class TooManyRequests(ApiError):
 
 class InternalError(ApiError):
     status = 500
-
-
-class ServiceUnavailable(ApiError):
-    status = 503
 
 
 def request_id(request: Request) -> str:

@@ -9,7 +9,7 @@ import pytest
 from sanic import Request
 from sanic.exceptions import ServiceUnavailable
 
-from inferd.errors import BadRequest, InternalError, NotFound, TooManyRequests, Unauthorized
+from inferd.errors import BadRequest, InternalError, NotFound, TooManyRequests
 from tests.fakes import FakeBackend, make_app
 from tests.live import live_server
 
@@ -28,7 +28,6 @@ def _app_raising(tmp_path, exception: BaseException):
     ("exception", "status"),
     [
         (BadRequest("bad value"), 400),
-        (Unauthorized("bad value"), 401),
         (NotFound("bad value"), 404),
         (TooManyRequests("bad value"), 429),
     ],
