@@ -80,7 +80,7 @@ class ModelConfig(_Section):
 
 class PluginsConfig(_Section):
     # Built-in names or "package.module:Class", run in this order on every request.
-    enabled: list[str] = ["metrics", "auth", "rate_limit"]
+    enabled: list[str] = ["cors", "metrics", "auth", "rate_limit"]
 
 
 class Config(_Section):

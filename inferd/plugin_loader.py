@@ -22,6 +22,7 @@ BUILTIN = {
     "auth": "inferd.plugins.auth:AuthPlugin",
     "rate_limit": "inferd.plugins.rate_limit:RateLimitPlugin",
     "metrics": "inferd.plugins.metrics:MetricsPlugin",
+    "cors": "inferd.plugins.cors:CorsPlugin",
 }
 
 

@@ -31,7 +31,7 @@ def test_an_empty_file_gives_the_defaults(tmp_path):
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 3000
     assert config.models == []
-    assert config.plugins.enabled == ["metrics", "auth", "rate_limit"]
+    assert config.plugins.enabled == ["cors", "metrics", "auth", "rate_limit"]
     assert config.source == tmp_path / "config.toml"
 
 

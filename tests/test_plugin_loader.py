@@ -217,7 +217,7 @@ def test_no_plugins_at_all(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", "unknown plugin 'nope'; known plugins: auth, metrics, rate_limit"),
+        ("nope", "unknown plugin 'nope'; known plugins: auth, cors, metrics, rate_limit"),
         ("no_such_package.module:Plugin", "could not be imported: No module named"),
         (f"{HERE}:Missing", "could not be imported"),
         (f"{HERE}:NotAPlugin", "is not a subclass of inferd.plugins.base.Plugin"),
