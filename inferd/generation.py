@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sanic import Request
 
-from inferd.backends.base import ChatMessage, ModelInfo, TokenEvent
+from inferd.backends.base import ChatMessage, ModelInfo, SamplingParams, TokenEvent
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker, Stream
 from inferd.errors import InternalError, NotFound
@@ -51,7 +51,12 @@ async def resolve(request: Request, model_name: str, device: str | None) -> Targ
 
 
 def _start(
-    request: Request, target: Target, endpoint: str, transport: Transport, ids, params
+    request: Request,
+    target: Target,
+    endpoint: str,
+    transport: Transport,
+    ids: list[int],
+    params: SamplingParams,
 ) -> Stream:
     generation = Generation(request, endpoint, transport, target.model.name, target.device)
     observer = request.app.ctx.plugins.observe(generation)
