@@ -16,6 +16,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests.streams import parse_sse
+
 TRANSPORTS = ("json", "sse", "websocket")
 MODEL = "fake"
 
@@ -90,8 +92,5 @@ async def generate(
             raw = (await response.aread()).decode()
         if response.status_code != 200:
             return Reply(response.status_code, response.headers, error=_error_of(raw.encode()))
-        events = [e for e in raw.split("\n\n") if e.startswith("data:")]
-        text = "".join(
-            "\n".join(line.removeprefix("data: ") for line in event.split("\n")) for event in events
-        )
+        text = parse_sse(raw).text
         return Reply(200, response.headers, text, session_id=response.headers.get("x-session-id"))

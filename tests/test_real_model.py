@@ -16,21 +16,12 @@ import websockets
 from inferd.app import create_app
 from inferd.config import parse_config
 from tests.live import live_server
+from tests.streams import parse_sse
 
 pytestmark = pytest.mark.real_model
 
 GREEDY = ", there was a little girl named Lily. She loved to play outside in the park."
 COMPLETION = {"model": "stories260K", "prompt": "Once upon a time", "temperature": 0}
-
-
-def sse_text(body: str) -> str:
-    """Join a stream's events the way an SSE client does (data lines of one event by \\n)."""
-    pieces = []
-    for event in body.split("\n\n"):
-        lines = [line[len("data: ") :] for line in event.split("\n") if line.startswith("data: ")]
-        if lines:
-            pieces.append("\n".join(lines))
-    return "".join(pieces)
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ async def test_streamed_text_equals_non_streamed(app) -> None:
     _, plain = await app.asgi_client.post("/completions", json=body)
     _, streamed = await app.asgi_client.post("/completions", json={**body, "stream": True})
     assert streamed.headers["content-type"].startswith("text/event-stream")
-    assert sse_text(streamed.text) == plain.json["text"]
+    assert parse_sse(streamed.text).text == plain.json["text"]
     assert "\n" in plain.json["text"]  # 60 tokens reach a line break: multi-line events
 
 
@@ -81,7 +72,7 @@ async def test_chat_over_sse_and_websocket_agree(app) -> None:
             frames = []
             while (frame := await ws.recv()) != "__END__":
                 frames.append(frame)
-    sse_answer = sse_text(response.text)
+    sse_answer = parse_sse(response.text).text
     assert sse_answer and "".join(frames) == sse_answer
     assert history == [
         {"role": "user", "content": "Tell me a story"},
