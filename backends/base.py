@@ -107,3 +107,20 @@ class Backend(Protocol):
     def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> Decoding:
         """Begin a generation; the model runs on the returned object's first step()."""
         ...
+
+
+class BatchingBackend(Backend, Protocol):
+    """A backend with the optional batched step; the engine uses it when it is present.
+
+    Without it the engine calls each Decoding's step() in turn: one forward pass per
+    sequence per turn. The MLX backend does not implement it.
+    """
+
+    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
+        """The next token of each decoding (this backend's, from start()), in order.
+
+        The same as calling step() on each, but free to run the decode steps of several
+        sequences as one forward pass; each decoding still samples with its own params.
+        A raised exception fails the whole call: the engine ends every one of them.
+        """
+        ...

@@ -1,8 +1,9 @@
 """Torch backend: a Hugging Face transformers causal LM on the CPU or a CUDA GPU.
 
-TorchBackend loads the model and tokenizer and turns prompts into ids; TorchDecoding is
-one generation, a KV cache plus a sampler, that yields one token id per step(). The
-engine does everything else (EOS, budgets, stop strings, detokenisation, cancellation).
+TorchBackend loads the model and tokenizer, turns prompts into ids, and starts
+generations (backends/torch_decoding.py: a KV cache plus a sampler per request). It is
+a BatchingBackend: step_many() decodes several requests in one forward pass. The engine
+does everything else (EOS, budgets, stop strings, detokenisation, cancellation).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    DynamicCache,
     PreTrainedModel,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
-from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.base import (
+    BackendError,
+    ChatMessage,
+    Decoding,
+    ModelInfo,
+    SamplingParams,
+)
 from inferd.backends.chat_template import render_plain_chat
+from inferd.backends.torch_decoding import DecodeBatch, TorchDecoding
 
 DEVICES = ("cpu", "cuda")
 QUANTIZATIONS: dict[str, torch.dtype] = {
@@ -86,6 +89,7 @@ class TorchBackend:
         self._tokenizer: Any = None
         self._cache_arg = "cache"
         self._forward_kwargs: dict[str, Any] = {}
+        self._batch: DecodeBatch | None = None  # the decodings step_many() last packed
 
     def load(self) -> ModelInfo:
         _check_local_path(self.path)
@@ -131,125 +135,39 @@ class TorchBackend:
             raise BackendError("cannot generate from an empty prompt")
         return TorchDecoding(self._model, prompt_ids, params, self._cache_arg, self._forward_kwargs)
 
+    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
+        """One token for each decoding, the decode steps of all of them in one forward pass.
+
+        Prefills (first steps) still run one sequence at a time. The decoding sequences'
+        caches are packed into one left-padded batch that stays packed while the same
+        decodings keep coming back, so a steady batch copies no cache between steps; a
+        changed set (one joined, finished or was cancelled) is unpacked and packed anew.
+        """
+        tokens: dict[int, int] = {}
+        rows: list[int] = []
+        for i, decoding in enumerate(decodings):
+            if isinstance(decoding, TorchDecoding) and decoding.batchable:
+                rows.append(i)
+            else:
+                tokens[i] = decoding.step()  # a prefill, or a cache that cannot be batched
+        if len(rows) == 1:
+            tokens[rows[0]] = decodings[rows[0]].step()
+        elif rows:
+            members = [decodings[i] for i in rows]
+            if self._batch is None or self._batch.members != members:
+                if self._batch is not None:
+                    self._batch.dissolve()
+                self._batch = DecodeBatch(
+                    self._model, members, self._cache_arg, self._forward_kwargs
+                )
+            for i, token in zip(rows, self._batch.step(), strict=True):
+                tokens[i] = token
+        return [tokens[i] for i in range(len(decodings))]
+
     def _loaded_tokenizer(self) -> Any:
         if self._tokenizer is None:
             raise BackendError(f"model {self.path!r} is not loaded; call load() first")
         return self._tokenizer
-
-
-class TorchDecoding:
-    """One generation: its KV cache, the ids the penalty needs, and its sampler."""
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        prompt_ids: Sequence[int],
-        params: SamplingParams,
-        cache_arg: str = "cache",
-        forward_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        """cache_arg names forward()'s cache argument; forward_kwargs are its other constants."""
-        self._model = model
-        self._prompt = list(prompt_ids)
-        self._capacity = len(self._prompt) + max(params.max_tokens, 1)
-        self._cache: DynamicCache | None = DynamicCache(config=model.config)
-        self._kwargs = {**(forward_kwargs or {}), cache_arg: self._cache}
-        self._input: torch.Tensor | None = None  # ids of the next forward
-        self._history: torch.Tensor | None = None  # prompt + generated, for the penalty
-        self._length = 0
-        self._penalty, self._warpers = _make_processors(params)
-        self._generator: torch.Generator | None = None
-        if self._warpers:
-            self._generator = torch.Generator(device=model.device)
-            if params.seed is None:
-                self._generator.seed()
-            else:
-                self._generator.manual_seed(params.seed)
-
-    def step(self) -> int:
-        if self._cache is None:
-            raise BackendError("this generation is closed")
-        # inference_mode is thread-local, so it is entered here on the caller's thread.
-        with torch.inference_mode():
-            if self._input is None:
-                self._prefill_inputs()
-            # forward only the new ids; the cache holds the keys/values of all before them
-            out = self._model(input_ids=self._input, **self._kwargs)
-            # logits of the last position, in fp32 like generate() for identical argmax
-            scores = out.logits[:, -1, :].float()
-            del out
-            if self._penalty is not None:
-                # make tokens already in the prompt or the output less likely
-                scores = self._penalty(self._history[:, : self._length], scores)
-            if not self._warpers:
-                # temperature 0: greedy
-                token = torch.argmax(scores, dim=-1)
-            else:
-                # scale by temperature, keep top-k, keep top-p, sample from the rest
-                for warp in self._warpers:
-                    scores = warp(None, scores)
-                probs = torch.softmax(scores, dim=-1)
-                token = torch.multinomial(probs, 1, generator=self._generator).squeeze(1)
-            # the sampled token is the only input of the next step
-            self._input = token.view(1, 1)
-            if self._history is not None:
-                self._append(token)
-            return int(token.item())
-
-    def close(self) -> None:
-        self._cache = None
-        self._kwargs.clear()
-        self._input = self._history = None
-
-    def _prefill_inputs(self) -> None:
-        """First step: the whole prompt goes in; the penalty's history starts as the prompt."""
-        device = self._model.device
-        self._input = torch.tensor([self._prompt], dtype=torch.long, device=device)
-        if self._penalty is not None:
-            # Preallocated so each step writes one id instead of concatenating the history.
-            self._history = torch.empty((1, self._capacity), dtype=torch.long, device=device)
-            self._history[:, : len(self._prompt)] = self._input
-            self._length = len(self._prompt)
-
-    def _append(self, token: torch.Tensor) -> None:
-        if self._length == self._history.shape[1]:  # the engine let it run past max_tokens
-            self._history = torch.cat([self._history, torch.empty_like(self._history)], dim=1)
-        self._history[:, self._length] = token
-        self._length += 1
-
-
-def _make_processors(
-    params: SamplingParams,
-) -> tuple[RepetitionPenaltyLogitsProcessor | None, list[Any]]:
-    """The repetition penalty (None when 1.0) and the sampling warpers ([] for greedy)."""
-    _check_params(params)
-    penalty = None
-    if params.repeat_penalty != 1.0:
-        penalty = RepetitionPenaltyLogitsProcessor(params.repeat_penalty)
-    if params.temperature == 0:
-        return penalty, []
-    warpers: list[Any] = [TemperatureLogitsWarper(params.temperature)]
-    if params.top_k > 0:
-        warpers.append(TopKLogitsWarper(params.top_k))
-    if params.top_p < 1.0:
-        warpers.append(TopPLogitsWarper(params.top_p))
-    return penalty, warpers
-
-
-def _check_params(params: SamplingParams) -> None:
-    problems = []
-    if params.temperature < 0:
-        problems.append(f"temperature must be >= 0, got {params.temperature}")
-    if params.top_k < 0:
-        problems.append(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
-    if not 0 < params.top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {params.top_p}")
-    if params.repeat_penalty <= 0:
-        problems.append(
-            f"repeat_penalty must be > 0 (1.0 disables it), got {params.repeat_penalty}"
-        )
-    if problems:
-        raise BackendError("invalid sampling parameters: " + "; ".join(problems))
 
 
 def _forward_kwargs(model: PreTrainedModel) -> tuple[str, dict[str, Any]]:

@@ -4,8 +4,10 @@ MLX streams and torch's inference mode are thread-local, and generation must nev
 block the event loop, so each model gets one long-lived thread that loads the backend
 and then decodes every admitted request round-robin, one token each per turn: a long
 answer never starves a short one, and a cancelled request is dropped before its next
-step. Work crosses threads in one direction through a thread-safe inbox and comes back
-through `loop.call_soon_threadsafe` into each request's asyncio queue.
+step. When the backend has the optional step_many() (backends/base.py), a turn is one
+call for all active requests, so the backend can decode them in one forward pass. Work
+crosses threads in one direction through a thread-safe inbox and comes back through
+`loop.call_soon_threadsafe` into each request's asyncio queue.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from inferd.backends.base import (
     Backend,
+    Decoding,
     FinishReason,
     GenerationStats,
     ModelInfo,
@@ -142,7 +145,10 @@ class _Sequence:
 
     def advance(self) -> bool:
         """Decode one token and push its text; True when the request is finished."""
-        token = self.decoding.step()
+        return self.accept(self.decoding.step())
+
+    def accept(self, token: int) -> bool:
+        """Push the text of a token decoded for this request; True when it is finished."""
         now = time.monotonic()
         if self.stats.first_token_at is None:
             self.stats.first_token_at = now
@@ -175,14 +181,21 @@ class ModelWorker:
     """Owns one backend on its own thread; the async side submits work and awaits it."""
 
     def __init__(
-        self, label: str, make_backend: Callable[[], Backend], max_concurrent: int
+        self,
+        label: str,
+        make_backend: Callable[[], Backend],
+        max_concurrent: int,
+        *,
+        batch_steps: bool = True,
     ) -> None:
+        """batch_steps=False ignores a backend's step_many() (for benchmarks and tests)."""
         self.label = label
         self.state: WorkerState = "unloaded"
         self.error: str | None = None
         self.info: ModelInfo | None = None
         self._make_backend = make_backend
         self._max_concurrent = max_concurrent
+        self._batch_steps = batch_steps
         self._inbox: queue.SimpleQueue[Stream | _Call | None] = queue.SimpleQueue()
         self._loaded: Future[ModelInfo] = Future()
         self._waiting: deque[Stream] = deque()
@@ -319,10 +332,36 @@ class ModelWorker:
                 # The client went away: free the cache before spending another step on it.
                 sequence.decoding.close()
                 self._active.remove(sequence)
-                continue
+        step_many = getattr(self._backend, "step_many", None) if self._batch_steps else None
+        if step_many is not None and len(self._active) > 1:
+            self._step_batched(step_many)
+            return
+        for sequence in list(self._active):
             try:
                 done = sequence.advance()
             except Exception as error:  # one failing request must not stop the others
+                log.exception("generation on %s failed", self.label)
+                done = sequence.finish("error", flush=False, error=str(error))
+            if done:
+                self._active.remove(sequence)
+
+    def _step_batched(self, step_many: Callable[[Sequence[Decoding]], list[int]]) -> None:
+        """One step_many() call decodes a token for every active sequence."""
+        batch = list(self._active)
+        try:
+            tokens = step_many([sequence.decoding for sequence in batch])
+        except Exception as error:
+            # A batched forward pass fails as a whole (out of memory, a model bug): the
+            # caches of all its sequences are suspect, so all of them end with the error.
+            log.exception("batched generation on %s failed", self.label)
+            for sequence in batch:
+                sequence.finish("error", flush=False, error=str(error))
+            self._active.clear()
+            return
+        for sequence, token in zip(batch, tokens, strict=True):
+            try:
+                done = sequence.accept(token)
+            except Exception as error:  # e.g. a detokeniser failure stays with its request
                 log.exception("generation on %s failed", self.label)
                 done = sequence.finish("error", flush=False, error=str(error))
             if done:

@@ -193,7 +193,7 @@ async def test_requests_beyond_max_concurrent_wait_in_fifo_order(make_worker):
     results = await asyncio.gather(*(_collect(stream) for stream in streams))
     assert [text for text, _ in results] == ["Hel"] * 3
     assert backend.schedule == ["A"] * 3 + ["B"] * 3 + ["C"] * 3
-    assert (worker.running, worker.waiting) == (0, 0)
+    await wait_for(lambda: (worker.running, worker.waiting) == (0, 0))  # just after the last event
 
 
 async def test_cancel_stops_decoding_within_one_step_and_closes_the_decoding(make_worker):
