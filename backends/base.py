@@ -113,7 +113,7 @@ class BatchingBackend(Backend, Protocol):
     """A backend with the optional batched step; the engine uses it when it is present.
 
     Without it the engine calls each Decoding's step() in turn: one forward pass per
-    sequence per turn. The MLX backend does not implement it.
+    sequence per turn. Both built-in backends implement it.
     """
 
     def step_many(self, decodings: Sequence[Decoding]) -> list[int]:

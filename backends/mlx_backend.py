@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-import random
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     import mlx.nn as nn
     from mlx_lm.sample_utils import LogitsProcessor, Sampler
     from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from inferd.backends.mlx_batch import MlxDecodeBatch, MlxDecoding
 
 # Used when neither the caller nor config.json gives a context length.
 DEFAULT_CONTEXT_LENGTH = 4096
@@ -42,32 +43,6 @@ def mlx_available() -> bool:
     return True
 
 
-class MlxDecoding:
-    """One generation: drives mlx-lm's generate_step generator, one token per step()."""
-
-    def __init__(self, tokens: Generator[tuple[Any, Any], None, None], seed: int | None) -> None:
-        self._tokens: Generator[tuple[Any, Any], None, None] | None = tokens
-        # A private RNG gives each step its own mlx seed, so a seeded generation
-        # reproduces even when the owner thread interleaves it with others.
-        self._rng = random.Random(seed) if seed is not None else None
-
-    def step(self) -> int:
-        if self._tokens is None:
-            raise BackendError("step() called on a closed MLX generation")
-        if self._rng is not None:
-            import mlx.core as mx
-
-            mx.random.seed(self._rng.getrandbits(63))
-        token, _logprobs = next(self._tokens)
-        return int(token)
-
-    def close(self) -> None:
-        # Closing the generator releases its frame, and with it the KV cache.
-        if self._tokens is not None:
-            self._tokens.close()
-            self._tokens = None
-
-
 class MlxBackend:
     """A Backend over mlx-lm; `quantization` is None, "4bit" or "8bit" (applied on load)."""
 
@@ -83,6 +58,7 @@ class MlxBackend:
         self._model: nn.Module | None = None
         self._tokenizer: TokenizerWrapper | None = None
         self._vocab_size = 0
+        self._batch: MlxDecodeBatch | None = None  # created by the first step_many()
 
     def load(self) -> ModelInfo:
         if not mlx_available():
@@ -145,19 +121,38 @@ class MlxBackend:
             raise BackendError("MLX model is not loaded; call load() first")
         if not prompt_ids:
             raise BackendError("cannot generate from an empty prompt")
-        import mlx.core as mx
-        from mlx_lm.generate import generate_step
-        from mlx_lm.models.cache import make_prompt_cache
+        from inferd.backends.mlx_batch import MlxDecoding
 
-        tokens = generate_step(
-            mx.array(list(prompt_ids)),
+        return MlxDecoding(
             self._model,
-            max_tokens=-1,  # unbounded: the engine decides when to stop calling step()
-            sampler=self._sampler(params),
-            logits_processors=_logits_processors(params.repeat_penalty),
-            prompt_cache=make_prompt_cache(self._model),
+            prompt_ids,
+            self._sampler(params),
+            _logits_processors(params.repeat_penalty),
+            params.seed,
+            history_window=_REPEAT_WINDOW,
         )
-        return MlxDecoding(tokens, params.seed)
+
+    def step_many(self, decodings: Sequence[MlxDecoding]) -> list[int]:
+        """The next id of each decoding; the batchable ones share one forward pass.
+
+        One batch lives across turns (see MlxDecodeBatch), so the engine's usual turn --
+        the same requests as last time, give or take a join or a close -- only merges in
+        or filters out the rows that changed. Decodings whose caches have no batched
+        form in mlx-lm step alone.
+        """
+        if self._model is None:
+            raise BackendError("MLX model is not loaded; call load() first")
+        from inferd.backends.mlx_batch import MlxDecodeBatch
+
+        together = [d for d in decodings if d.batchable]
+        if self._batch is None:
+            self._batch = MlxDecodeBatch(self._model)
+        if len(together) < 2:  # a batch of one is a plain step with extra bookkeeping
+            together = []
+            self._batch.release(self._batch.members)
+        ids = self._batch.step(together) if together else []
+        tokens = dict(zip(map(id, together), ids, strict=True))
+        return [tokens[id(d)] if id(d) in tokens else d.step() for d in decodings]
 
     def close(self) -> None:
         """Drop the model and this thread's MLX streams: the owner thread's last MLX call.
@@ -166,6 +161,9 @@ class MlxBackend:
         used MLX ends: without it the process can abort at exit ("terminate called without
         an active exception"). Close every Decoding first; this thread cannot run MLX after.
         """
+        if self._batch is not None:
+            self._batch.release(self._batch.members)
+            self._batch = None
         self._model = self._tokenizer = None
         if mlx_available():
             import mlx.core as mx
@@ -201,9 +199,9 @@ class MlxBackend:
         return self._tokenizer
 
 
-def _logits_processors(repeat_penalty: float) -> list[LogitsProcessor] | None:
+def _logits_processors(repeat_penalty: float) -> list[LogitsProcessor]:
     if repeat_penalty == 1.0:
-        return None  # also spares generate_step from tracking the token history
+        return []  # also spares the decoding from tracking the token history
     from mlx_lm.sample_utils import make_logits_processors
 
     return make_logits_processors(

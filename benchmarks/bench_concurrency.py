@@ -12,6 +12,7 @@ Both modes run in the same process, alternating, on the same loaded weights' fil
     python benchmarks/bench_concurrency.py                          # stories260K
     python benchmarks/bench_concurrency.py --model qwen --tokens 32  # random small Qwen2
     python benchmarks/bench_concurrency.py --modes round-robin       # baseline only
+    python benchmarks/bench_concurrency.py --backend mlx             # stories260K on MLX
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.utils import logging as hf_logging
 
-from inferd.backends.base import SamplingParams
+from inferd.backends.base import Backend, SamplingParams
+from inferd.backends.mlx_backend import MlxBackend
 from inferd.backends.torch_backend import TorchBackend
 from inferd.engine import ModelWorker
 
@@ -44,6 +46,7 @@ PROMPTS = (
     "Ben liked to eat apples and play with his friends in the garden",
 )
 MODES = ("round-robin", "batched")
+BACKENDS = {"torch": TorchBackend, "mlx": MlxBackend}
 
 
 def build_random_qwen(folder: Path) -> Path:
@@ -73,10 +76,10 @@ def build_random_qwen(folder: Path) -> Path:
 
 
 async def run_once(
-    model_dir: Path, mode: str, concurrency: int, tokens: int
+    backend_name: str, model_dir: Path, mode: str, concurrency: int, tokens: int
 ) -> tuple[float, float, int]:
     """(aggregate tok/s, median per-stream tok/s, tokens generated) for one batch of requests."""
-    backend = TorchBackend(str(model_dir))
+    backend: Backend = BACKENDS[backend_name](str(model_dir))
     worker = ModelWorker(
         "bench", lambda: backend, max_concurrent=concurrency, batch_steps=mode == "batched"
     )
@@ -111,7 +114,8 @@ async def _drain(worker: ModelWorker, prompts: list[list[int]], params: Sampling
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="stories", help="'stories', 'qwen' or an HF model dir")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--model", default="stories", help="'stories', 'qwen' or a model dir")
     parser.add_argument("--tokens", type=int, default=64, help="max_tokens of each request")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
@@ -128,17 +132,19 @@ def main() -> None:
         else:
             model_dir = Path(args.model).resolve()
         for mode in args.modes:  # warm-up: the first forward passes of a process are slow
-            asyncio.run(run_once(model_dir, mode, max(args.concurrency), 8))
+            asyncio.run(run_once(args.backend, model_dir, mode, max(args.concurrency), 8))
         results: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
         for _ in range(args.runs):
             # Modes alternate inside every run so machine noise hits both alike.
             for concurrency in args.concurrency:
                 for mode in args.modes:
-                    result = asyncio.run(run_once(model_dir, mode, concurrency, args.tokens))
+                    result = asyncio.run(
+                        run_once(args.backend, model_dir, mode, concurrency, args.tokens)
+                    )
                     results.setdefault((mode, concurrency), []).append(result)
     print(
-        f"model: {args.model}, max_tokens {args.tokens}, {args.runs} runs (medians), "
-        f"torch threads {args.threads}"
+        f"backend: {args.backend}, model: {args.model}, max_tokens {args.tokens}, "
+        f"{args.runs} runs (medians), torch threads {args.threads}"
     )
     print(f"{'mode':<12} {'conc':>4} {'aggregate tok/s':>16} {'per-stream tok/s':>17} {'vs rr':>6}")
     for concurrency in args.concurrency:
