@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from random_models import SHARED, SMALL, build_random_qwen
 from transformers.utils import logging as hf_logging
 
 from inferd.backends.base import Backend, SamplingParams
@@ -34,7 +33,6 @@ from inferd.backends.mlx_backend import MlxBackend
 from inferd.backends.torch_backend import TorchBackend
 from inferd.engine import ModelWorker
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 PROMPTS = (
     "Once upon a time",
     "Once upon a time, there was a little dog",
@@ -47,32 +45,6 @@ PROMPTS = (
 )
 MODES = ("round-robin", "batched")
 BACKENDS = {"torch": TorchBackend, "mlx": MlxBackend}
-
-
-def build_random_qwen(folder: Path) -> Path:
-    """A randomly initialised small Qwen2 (hidden 512, 8 layers) with the real tokenizer.
-
-    Speed does not depend on weight values; the full 151,936-token vocabulary keeps the
-    output projection as heavy as in the real models of this family.
-    """
-    config = Qwen2Config(
-        hidden_size=512,
-        intermediate_size=2048,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        eos_token_id=151645,
-        bos_token_id=151643,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    for file in (SHARED / "qwen2.5-tokenizer").iterdir():
-        if file.suffix in {".json", ".txt"}:
-            shutil.copy(file, folder / file.name)
-    return folder
 
 
 async def run_once(
@@ -128,7 +100,7 @@ def main() -> None:
         if args.model == "stories":
             model_dir = SHARED / "stories260K"
         elif args.model == "qwen":
-            model_dir = build_random_qwen(Path(tmp) / "qwen")
+            model_dir = build_random_qwen(Path(tmp) / "qwen", SMALL, context=4096)
         else:
             model_dir = Path(args.model).resolve()
         for mode in args.modes:  # warm-up: the first forward passes of a process are slow

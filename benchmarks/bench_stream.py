@@ -11,7 +11,6 @@ real `inferd serve` process, read over HTTP (JSON, and SSE for time to first tok
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import statistics
 import subprocess
@@ -22,36 +21,10 @@ from pathlib import Path
 
 import httpx
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from random_models import QWEN25_05B, build_random_qwen
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 PROMPT = "Once upon a time"
-
-
-def build_random_qwen(folder: Path) -> Path:
-    """A randomly initialised model of the real Qwen2.5-0.5B shape with the real tokenizer.
-
-    Speed does not depend on weight values, so this stands in for the real checkpoint.
-    """
-    tokenizer_dir = SHARED / "qwen2.5-tokenizer"
-    config = Qwen2Config(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        eos_token_id=151645,
-        bos_token_id=151643,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    for file in tokenizer_dir.iterdir():
-        if file.suffix in {".json", ".txt"}:
-            shutil.copy(file, folder / file.name)
-    return folder
 
 
 def time_generate(model_dir: Path, tokens: int, runs: int) -> list[float]:
@@ -126,7 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model_dir = args.model.resolve() if args.model else build_random_qwen(workdir / "model")
+        model_dir = (
+            args.model.resolve() if args.model else build_random_qwen(workdir / "model", QWEN25_05B)
+        )
         server, base = start_server(model_dir, workdir)
         try:
             time_server(base, 4)  # warm-up

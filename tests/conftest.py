@@ -67,3 +67,13 @@ def tiny_qwen_model_dir(
     model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643])
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op thread for a module: tiny models gain nothing from more, and spinning
+    OpenMP workers slow them down many times over on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

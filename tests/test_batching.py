@@ -7,26 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import torch
 
 from inferd.backends.base import Decoding, SamplingParams
 from inferd.backends.torch_backend import TorchBackend
 from inferd.engine import ModelWorker
+from tests.batching import GREEDY, PROMPTS, TOKENS, alone, batched
 from tests.fakes import REPLY, FakeBackend
 from tests.streams import wait_for
 
-GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=64)
-PROMPTS = ("Once upon a time", "Tom and Sue went to the park", "There was a tree", "Lily had")
-TOKENS = 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads (see test_torch_backend.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -36,39 +26,11 @@ def stories(stories_path: Path) -> TorchBackend:
     return backend
 
 
-def alone(backend: TorchBackend, prompt: str, params: SamplingParams, n: int) -> list[int]:
-    decoding = backend.start(backend.encode_text(prompt), params)
-    try:
-        return [decoding.step() for _ in range(n)]
-    finally:
-        decoding.close()
-
-
-def batched(
-    backend: TorchBackend, params: Sequence[SamplingParams], joins: Sequence[int], n: int
-) -> list[list[int]]:
-    """Decode PROMPTS[i] with params[i] through step_many(), request i joining at step
-    joins[i] and leaving after n tokens, so the batch is packed again and again."""
-    decodings = [
-        backend.start(backend.encode_text(p), q) for p, q in zip(PROMPTS, params, strict=False)
-    ]
-    out: list[list[int]] = [[] for _ in decodings]
-    step = 0
-    while any(len(tokens) < n for tokens in out):
-        active = [i for i, t in enumerate(out) if joins[i] <= step and len(t) < n]
-        for i, token in zip(active, backend.step_many([decodings[i] for i in active]), strict=True):
-            out[i].append(token)
-            if len(out[i]) == n:
-                decodings[i].close()
-        step += 1
-    return out
-
-
 @pytest.mark.real_model
 def test_greedy_batched_steps_equal_unbatched_ones(stories: TorchBackend):
     expected = [alone(stories, p, GREEDY, TOKENS) for p in PROMPTS]
     # Staggered joins and different lengths: rows of several lengths, left-padded.
-    assert batched(stories, [GREEDY] * 4, joins=(0, 0, 3, 7), n=TOKENS) == expected
+    assert batched(stories, [GREEDY] * 4, joins=(0, 0, 3, 7), lengths=[TOKENS] * 4) == expected
 
 
 @pytest.mark.real_model
@@ -80,7 +42,7 @@ def test_each_row_keeps_its_own_sampling_params(stories: TorchBackend):
         SamplingParams(temperature=1.2, top_k=0, top_p=1.0, seed=3, max_tokens=64),
     ]
     expected = [alone(stories, p, q, TOKENS) for p, q in zip(PROMPTS, params, strict=False)]
-    assert batched(stories, params, joins=(0, 1, 2, 0), n=TOKENS) == expected
+    assert batched(stories, params, joins=(0, 1, 2, 0), lengths=[TOKENS] * 4) == expected
 
 
 @pytest.mark.real_model

@@ -6,7 +6,7 @@ As in test_mlx_backend.py, all MLX work runs on one long-lived worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 from inferd.backends.base import BackendError, SamplingParams
 from inferd.backends.mlx_backend import MlxBackend, mlx_available
 from inferd.engine import ModelWorker
+from tests.batching import GREEDY, PROMPTS, TOKENS, alone, batched
 
 if not mlx_available():
     pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
@@ -26,9 +27,6 @@ if not (STORIES / "model.safetensors").is_file():
 
 pytestmark = pytest.mark.real_model
 
-GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=64)
-PROMPTS = ("Once upon a time", "Tom and Sue went to the park", "There was a tree", "Lily had")
-TOKENS = 24
 Owner = Callable[..., Any]
 
 
@@ -44,37 +42,6 @@ def stories(owner: Owner) -> Iterator[MlxBackend]:
     owner(backend.load)
     yield backend
     owner(backend.close)  # before the owner thread ends (see MlxBackend.close)
-
-
-def alone(backend: MlxBackend, prompt: str, params: SamplingParams, n: int) -> list[int]:
-    decoding = backend.start(backend.encode_text(prompt), params)
-    try:
-        return [decoding.step() for _ in range(n)]
-    finally:
-        decoding.close()
-
-
-def batched(
-    backend: MlxBackend,
-    params: Sequence[SamplingParams],
-    joins: Sequence[int],
-    lengths: Sequence[int],
-) -> list[list[int]]:
-    """Decode PROMPTS[i] with params[i] through step_many(), request i joining at step
-    joins[i] and closing after lengths[i] tokens, so rows join and leave the batch."""
-    decodings = [
-        backend.start(backend.encode_text(p), q) for p, q in zip(PROMPTS, params, strict=False)
-    ]
-    out: list[list[int]] = [[] for _ in decodings]
-    step = 0
-    while any(len(tokens) < n for tokens, n in zip(out, lengths, strict=False)):
-        active = [i for i, t in enumerate(out) if joins[i] <= step and len(t) < lengths[i]]
-        for i, token in zip(active, backend.step_many([decodings[i] for i in active]), strict=True):
-            out[i].append(token)
-            if len(out[i]) == lengths[i]:
-                decodings[i].close()
-        step += 1
-    return out
 
 
 def test_greedy_batched_steps_equal_unbatched_ones(owner: Owner, stories: MlxBackend) -> None:

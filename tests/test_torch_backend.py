@@ -14,22 +14,15 @@ from inferd.backends.base import BackendError, ChatMessage, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.torch_backend import TorchBackend, pick_device, pick_dtype
 
+# Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 STORY = (
     "Once upon a time, there was a little girl named Lily. She loved to play outside in "
     "the park. One day, she saw a big, red ball. She wanted to play with it, but it was too "
     "high.\nLily's mom said"
 )
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and spinning OpenMP workers slow
-    # them down many times over on a busy CI machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
