@@ -5,7 +5,9 @@
 - `on_finished` logs one audit line per generation -- JSON, SSE and WebSocket alike --
   with the request id, the caller, the model, token counts, timings and finish reason.
 
-Enable it by dotted path, after auth so that it knows the caller:
+Enable it by dotted path, after auth so that it knows the caller (run the server from
+the repo root with `PYTHONPATH=.` so that `examples` is importable, or ship the plugin
+as a package of its own, see docs/plugins.md):
 
     [plugins]
     enabled = ["metrics", "auth", "rate_limit", "examples.request_id_plugin:RequestIdPlugin"]

@@ -70,7 +70,8 @@ class ModelConfig(_Section):
     name: str = Field(min_length=1)
     path: str = Field(min_length=1)
     context_length: int | None = Field(None, ge=16)
-    quantization: str | None = None
+    # torch: weight dtype "fp32" | "fp16" | "bf16"; MLX: "4bit" | "8bit".
+    quantization: Literal["fp32", "fp16", "bf16", "4bit", "8bit"] | None = None
     # The device a request gets when it names none; also where `preload` loads it.
     device: DeviceName = "cpu"
     preload: bool = False

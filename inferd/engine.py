@@ -13,6 +13,7 @@ crosses threads in one direction through a thread-safe inbox and comes back thro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
@@ -25,6 +26,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from inferd.backends.base import (
     Backend,
+    BackendError,
     Decoding,
     FinishReason,
     GenerationStats,
@@ -135,10 +137,11 @@ class _Sequence:
     def __init__(self, stream: Stream, backend: Backend, info: ModelInfo) -> None:
         self.stream = stream
         self.stats = stream.stats
-        self.params = stream.params
         self.eos_ids = info.eos_token_ids
-        # Never decode past the context window, whatever max_tokens says.
-        self.budget = min(self.params.max_tokens, info.context_length - len(stream.prompt_ids))
+        # Never decode past the context window, whatever max_tokens says; the backend
+        # sizes its buffers from max_tokens, so it only ever sees the capped value.
+        self.budget = min(stream.params.max_tokens, info.context_length - len(stream.prompt_ids))
+        self.params = dataclasses.replace(stream.params, max_tokens=self.budget)
         self.detokenizer = IncrementalDetokenizer(backend.decode, stream.prompt_ids)
         self.stops = StopMatcher(self.params.stop)
         self.decoding = backend.start(stream.prompt_ids, self.params)  # last: it holds a cache
@@ -175,6 +178,14 @@ class _Sequence:
         self.stats.finish_reason = reason
         self.stream.push(TokenEvent(finish_reason=reason, error=error, stats=self.stats))
         return True
+
+
+def client_message(error: Exception) -> str:
+    """What a client may see of a generation failure: a BackendError's message is meant
+    for users; anything else (a torch or MLX internal error) stays in the log."""
+    if isinstance(error, BackendError):
+        return str(error)
+    return f"internal error ({type(error).__name__}); see the server log"
 
 
 class ModelWorker:
@@ -324,7 +335,7 @@ class ModelWorker:
                 self._active.append(_Sequence(stream, backend, info))
             except Exception as error:
                 log.exception("starting a generation on %s failed", self.label)
-                stream.push(TokenEvent(finish_reason="error", error=str(error)))
+                stream.push(TokenEvent(finish_reason="error", error=client_message(error)))
 
     def _step_all(self) -> None:
         for sequence in list(self._active):
@@ -341,7 +352,7 @@ class ModelWorker:
                 done = sequence.advance()
             except Exception as error:  # one failing request must not stop the others
                 log.exception("generation on %s failed", self.label)
-                done = sequence.finish("error", flush=False, error=str(error))
+                done = sequence.finish("error", flush=False, error=client_message(error))
             if done:
                 self._active.remove(sequence)
 
@@ -355,7 +366,7 @@ class ModelWorker:
             # caches of all its sequences are suspect, so all of them end with the error.
             log.exception("batched generation on %s failed", self.label)
             for sequence in batch:
-                sequence.finish("error", flush=False, error=str(error))
+                sequence.finish("error", flush=False, error=client_message(error))
             self._active.clear()
             return
         for sequence, token in zip(batch, tokens, strict=True):
@@ -363,6 +374,6 @@ class ModelWorker:
                 done = sequence.accept(token)
             except Exception as error:  # e.g. a detokeniser failure stays with its request
                 log.exception("generation on %s failed", self.label)
-                done = sequence.finish("error", flush=False, error=str(error))
+                done = sequence.finish("error", flush=False, error=client_message(error))
             if done:
                 self._active.remove(sequence)

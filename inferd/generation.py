@@ -87,17 +87,17 @@ class ChatTurn:
     dropped: int = 0
 
     def record(self) -> None:
-        """Store the exchange; a cancelled or failed turn keeps whatever was answered."""
-        reason = self.stream.stats.finish_reason
-        if reason in ("stop", "length") or self.answer:
-            self.sessions.append(
-                self.session_id,
-                [
-                    {"role": "user", "content": self.prompt},
-                    {"role": "assistant", "content": self.answer},
-                ],
-                self.owner,
-            )
+        """Store the exchange, whatever ended it: a cancelled or failed turn keeps what was
+        answered (maybe nothing), so the user's message is never lost and the history
+        keeps alternating user/assistant as chat templates expect."""
+        self.sessions.append(
+            self.session_id,
+            [
+                {"role": "user", "content": self.prompt},
+                {"role": "assistant", "content": self.answer},
+            ],
+            self.owner,
+        )
 
 
 async def start_chat(

@@ -44,5 +44,6 @@ async def readiness(request: Request) -> HTTPResponse:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(health, "/health", methods=["GET"], name="health")
-    app.add_route(readiness, "/readiness", methods=["GET"], name="readiness")
+    # HEAD too: load balancers and uptime checkers often probe with it.
+    app.add_route(health, "/health", methods=["GET", "HEAD"], name="health")
+    app.add_route(readiness, "/readiness", methods=["GET", "HEAD"], name="readiness")

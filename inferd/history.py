@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, empty, json
 
@@ -9,6 +11,9 @@ from inferd.errors import NotFound
 from inferd.generation import owner_of
 from inferd.requests import read_json
 from inferd.schemas import RollbackRequest, parse_body
+
+# Sanic hands over path parameters still percent-encoded ("user%3A42"): each route
+# unquotes its session id, as a client's encodeURIComponent expects.
 
 
 def _missing(session_id: str) -> NotFound:
@@ -20,6 +25,7 @@ async def list_sessions(request: Request) -> HTTPResponse:
 
 
 async def get_history(request: Request, session_id: str) -> HTTPResponse:
+    session_id = unquote(session_id)
     session = request.app.ctx.sessions.get(session_id, owner_of(request))
     if session is None:
         raise _missing(session_id)
@@ -27,6 +33,7 @@ async def get_history(request: Request, session_id: str) -> HTTPResponse:
 
 
 async def delete_history(request: Request, session_id: str) -> HTTPResponse:
+    session_id = unquote(session_id)
     if not request.app.ctx.sessions.delete(session_id, owner_of(request)):
         raise _missing(session_id)
     return empty(status=204)
@@ -34,6 +41,7 @@ async def delete_history(request: Request, session_id: str) -> HTTPResponse:
 
 async def rollback(request: Request, session_id: str) -> HTTPResponse:
     """Remove the last `amount` messages (default 1); fewer remain when there are fewer."""
+    session_id = unquote(session_id)
     body = read_json(request, default={})
     amount = parse_body(RollbackRequest, body).amount
     remaining = request.app.ctx.sessions.rollback(session_id, amount, owner_of(request))

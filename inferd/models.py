@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
@@ -12,7 +14,8 @@ async def list_models(request: Request) -> HTTPResponse:
 
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
     registry = request.app.ctx.registry
-    model = registry.find(model_id)
+    # Sanic hands over path parameters still percent-encoded ("org%2Fname").
+    model = registry.find(unquote(model_id))
     return json(
         {
             "id": model.id,

@@ -83,6 +83,11 @@ class ModelRegistry:
         for model in self.models:
             if name in (model.id, model.name, model.path):
                 return model
+        if Path(name).exists():  # a local path as typed: "../models/x" or through a symlink
+            resolved = str(Path(name).resolve())
+            for model in self.models:
+                if Path(model.path).exists() and str(Path(model.path).resolve()) == resolved:
+                    return model
         known = ", ".join(model.name for model in self.models) or "none configured"
         raise NotFound(f"model {name!r} not found; available models: {known}")
 

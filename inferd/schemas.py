@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from inferd.backends.base import SamplingParams
 from inferd.errors import BadRequest
 
+# Seeds feed 64-bit generators (torch.Generator, mx.random.seed).
+SEED_MAX = 2**63 - 1
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
@@ -33,7 +35,7 @@ class CompletionRequest(_Body):
     # Extensions beyond API.md (documented in the README).
     # Any string: the registry answers an unknown device with the devices this server has.
     device: str | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -60,7 +62,7 @@ class ChatRequest(_Body):
     stop: list[str] = Field(default_factory=list, max_length=16)
     # Any string: the registry answers an unknown device with the devices this server has.
     device: str | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(

@@ -9,7 +9,6 @@ else a new one. Closing the socket cancels the generation in flight.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -19,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from inferd.errors import BadRequest, describe_exception
 from inferd.generation import start_chat
+from inferd.requests import decode_json
 from inferd.schemas import SESSION_ID_PATTERN, ChatRequest, parse_body
 
 END = "__END__"
@@ -26,18 +26,11 @@ ERROR_PREFIX = "__ERROR__:"
 log = logging.getLogger("inferd.ws")
 
 
-def _decode(raw: str | bytes) -> object:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(f"malformed JSON message: {error}") from None
-
-
 async def _answer(
     request: Request, ws: WebsocketImplProtocol, raw: str | bytes, session_id: str
 ) -> None:
     await request.app.ctx.plugins.on_websocket_message(request, raw)
-    body = parse_body(ChatRequest, _decode(raw))
+    body = parse_body(ChatRequest, decode_json(raw, "message"))
     turn = await start_chat(request, body, "websocket", session_id)
     try:
         async for event in turn.stream:

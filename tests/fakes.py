@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.app import create_app
-from inferd.backends.base import ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
 from inferd.config import ModelConfig, parse_config
 
@@ -33,7 +33,7 @@ class FakeDecoding:
         if self.backend.step_delay:
             time.sleep(self.backend.step_delay)
         if self.backend.fail_after is not None and self.position >= self.backend.fail_after:
-            raise RuntimeError("fake failure")
+            raise BackendError("fake failure")  # a failure the backend reports to users
         reply = self.backend.reply
         token = (
             ord(reply[self.position % len(reply)])

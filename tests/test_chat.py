@@ -173,6 +173,16 @@ async def test_chat_failure_midway_ends_with_an_error_event_and_keeps_the_partia
     assert (await _history(app, "s"))[-1] == {"role": "assistant", "content": "Hello"}
 
 
+async def test_a_turn_that_fails_before_any_text_still_keeps_the_users_message(tmp_path):
+    app = make_app(tmp_path, FakeBackend(fail_after=0))
+    response = await _chat(app, **{"session-id": "s", "prompt": "remember me"})
+    assert parse_sse(response.text).events[-1].name == "error"
+    assert await _history(app, "s") == [
+        {"role": "user", "content": "remember me"},
+        {"role": "assistant", "content": ""},
+    ]
+
+
 async def test_generation_runs_on_the_model_owner_thread(tmp_path):
     class ThreadRecording(FakeBackend):
         def encode_chat(self, messages):

@@ -100,6 +100,7 @@ def test_an_unknown_table_is_an_error_when_the_app_is_built(tmp_path):
         ("[server]\nkeepalive_interval = 0\n", "server.keepalive_interval"),
         (MODEL + "device = 'tpu'\n", "models.0.device"),
         (MODEL + "max_concurrent = 0\n", "models.0.max_concurrent"),
+        (MODEL + "quantization = 'int3'\n", "models.0.quantization"),
         ('[[models]]\nid = "m"\nname = "n"\n', "models.0.path"),
     ],
 )

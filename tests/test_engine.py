@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inferd.backends.base import GenerationStats, SamplingParams, TokenEvent
+from inferd.backends.base import BackendError, GenerationStats, SamplingParams, TokenEvent
 from inferd.engine import ModelWorker, Stream
 from tests.fakes import REPLY, FakeBackend, FakeDecoding
 from tests.streams import wait_for
@@ -27,7 +27,7 @@ class LabelledDecoding(FakeDecoding):
     def step(self) -> int:
         self.backend.schedule.append(self.label)
         if self.label == self.backend.fail_label and self.position >= 2:
-            raise RuntimeError(f"{self.label} broke")
+            raise BackendError(f"{self.label} broke")
         return super().step()
 
 
@@ -42,7 +42,7 @@ class LabelledBackend(FakeBackend):
         super().start(prompt_ids, params)
         label = "".join(chr(i) for i in prompt_ids)
         if label == self.refuse_label:
-            raise RuntimeError(f"cannot start {label}")
+            raise BackendError(f"cannot start {label}")
         return LabelledDecoding(self, params, label)
 
 
@@ -284,6 +284,32 @@ async def test_an_error_in_one_sequence_does_not_stop_the_others(make_worker):
     assert (good_text, good_last.finish_reason) == (REPLY, "stop")
     assert backend.closed == 2  # the failed decoding was closed too
     assert worker.state == "ready"
+
+
+async def test_an_internal_error_reaches_the_client_without_its_details(make_worker):
+    class Crashing(FakeDecoding):
+        def step(self) -> int:
+            raise RuntimeError("CUDA error at /opt/torch/aten/src/kernel.cu:42")
+
+    backend = FakeBackend()
+    backend.start = lambda ids, params: Crashing(backend, params)
+    worker = make_worker(backend)
+    worker.start()
+    _, last = await _collect(worker.submit(_ids("x"), _params()))
+    assert last.finish_reason == "error"
+    assert last.error == "internal error (RuntimeError); see the server log"
+
+
+async def test_the_backend_never_sees_max_tokens_beyond_the_context(make_worker):
+    backend = FakeBackend(context_length=64, endless=True)
+    seen: list[int] = []
+    start = backend.start
+    backend.start = lambda ids, params: seen.append(params.max_tokens) or start(ids, params)
+    worker = make_worker(backend)
+    worker.start()
+    text, last = await _collect(worker.submit(_ids("0123456789"), _params(max_tokens=2**62)))
+    assert seen == [54]  # context 64 - 10 prompt tokens
+    assert (len(text), last.finish_reason) == (54, "length")
 
 
 async def test_a_request_the_backend_cannot_start_fails_alone(make_worker):

@@ -126,6 +126,15 @@ async def test_a_json_answer_slower_than_the_response_timeout_is_a_503_not_a_500
 GENERATING_ROUTES = ("/completions", "/chat/completions")
 
 
+async def test_json_nested_too_deeply_is_400_not_500(tmp_path):
+    app = make_app(tmp_path)
+    body = '{"model": "fake", "prompt": "x", "stop": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    for path in GENERATING_ROUTES:
+        _, response = await app.asgi_client.post(path, content=body.encode())
+        assert response.status == 400, path
+        assert response.json == {"error": "malformed JSON body: nested too deeply"}
+
+
 async def test_malformed_json_is_400(tmp_path):
     app = make_app(tmp_path)
     for path in GENERATING_ROUTES:

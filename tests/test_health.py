@@ -24,6 +24,13 @@ async def test_health_reports_ok_with_a_utc_timestamp(tmp_path):
     assert TIMESTAMP.match(response.json["timestamp"])
 
 
+async def test_health_and_readiness_answer_head_probes(tmp_path):
+    app = make_app(tmp_path)
+    for path in ("/health", "/readiness"):
+        _, response = await app.asgi_client.head(path)
+        assert response.status == 200, path
+
+
 async def test_health_does_not_load_any_model(tmp_path):
     backend = FakeBackend()
     app = make_app(tmp_path, backend)

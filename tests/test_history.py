@@ -60,6 +60,18 @@ async def test_session_routes_accept_every_character_a_session_id_may_hold(tmp_p
     assert response.status == 204
 
 
+async def test_session_routes_decode_percent_encoded_ids(tmp_path):
+    # What a browser's encodeURIComponent("user:42") sends.
+    app = make_app(tmp_path)
+    await _chat(app, "user:42", "hi")
+    _, response = await app.asgi_client.get("/chat/history/user%3A42")
+    assert [m["content"] for m in response.json] == ["hi", REPLY]
+    _, response = await app.asgi_client.post("/chat/history/user%3A42/rollback")
+    assert response.json == {"status": "ok", "remaining": 1}
+    _, response = await app.asgi_client.delete("/chat/history/user%3A42")
+    assert response.status == 204
+
+
 async def test_history_of_an_unknown_session_is_404(tmp_path):
     app = make_app(tmp_path)
     _, response = await app.asgi_client.get("/chat/history/nope")

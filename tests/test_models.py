@@ -32,6 +32,13 @@ async def test_list_models_is_empty_without_models(tmp_path):
     assert response.json == {"models": []}
 
 
+async def test_a_percent_encoded_slash_in_a_model_name_is_decoded(tmp_path):
+    app = make_app(tmp_path, models=MODELS)
+    _, response = await app.asgi_client.get("/models/Org%2FOther-Model-0.5B")
+    assert response.status == 200
+    assert response.json["id"] == "other"
+
+
 async def test_model_by_name_containing_a_slash(tmp_path):
     app = make_app(tmp_path, models=MODELS)
     _, response = await app.asgi_client.get("/models/Org/Other-Model-0.5B")

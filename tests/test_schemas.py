@@ -168,6 +168,12 @@ def test_mistyped_fields_are_rejected_without_coercion(fields, field):
     assert _error(CompletionRequest, {**COMPLETION, **fields}).startswith(f"invalid '{field}': ")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**23])
+def test_a_seed_must_fit_64_bit_generators(seed):
+    for model, body in ((CompletionRequest, COMPLETION), (ChatRequest, CHAT)):
+        assert _error(model, {**body, "seed": seed}).startswith("invalid 'seed': ")
+
+
 def test_an_integer_is_a_valid_float():
     assert parse_body(CompletionRequest, {**COMPLETION, "temperature": 1}).temperature == 1.0
 

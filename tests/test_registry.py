@@ -1,0 +1,40 @@
+"""inferd/registry.py: finding a model by id, name or path, and device checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferd.config import ModelConfig
+from inferd.errors import BadRequest, NotFound
+from inferd.registry import ModelRegistry
+
+
+def _registry(path: str) -> ModelRegistry:
+    model = ModelConfig(id="tiny", name="org/tiny", path=path)
+    return ModelRegistry([model], backend_factory=lambda m, d: None, devices=("cpu",))
+
+
+def test_a_model_is_found_by_id_name_or_configured_path(tmp_path):
+    registry = _registry(str(tmp_path))
+    for name in ("tiny", "org/tiny", str(tmp_path)):
+        assert registry.find(name).id == "tiny"
+
+
+def test_a_local_path_is_found_as_typed_relative_or_through_a_symlink(tmp_path, monkeypatch):
+    model_dir = tmp_path / "models" / "tiny"
+    model_dir.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "models")
+    registry = _registry(str(model_dir))
+    monkeypatch.chdir(tmp_path / "models")
+    assert registry.find("../models/tiny").id == "tiny"
+    assert registry.find(str(tmp_path / "link" / "tiny")).id == "tiny"
+
+
+def test_an_unknown_model_is_404_listing_the_known_ones(tmp_path):
+    with pytest.raises(NotFound, match="available models: org/tiny"):
+        _registry(str(tmp_path)).find("other")
+
+
+def test_a_device_this_machine_lacks_is_400_listing_the_available_ones(tmp_path):
+    with pytest.raises(BadRequest, match="available devices: cpu"):
+        _registry(str(tmp_path)).worker("tiny", "cuda")
