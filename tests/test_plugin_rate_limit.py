@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 
@@ -141,6 +142,10 @@ async def test_clients_behind_a_trusted_proxy_get_their_own_counters(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
 async def test_other_strategies_of_the_limits_library(tmp_path, strategy):
+    # The sliding-window counter's windows are aligned to the clock's minutes: across a
+    # boundary it weighs the earlier hits down and may admit a third. Stay clear of one.
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
     app = limited_app(tmp_path, per_minute=2, strategy=strategy)
     statuses = [(await app.asgi_client.get("/models"))[1].status for _ in range(3)]
     assert statuses == [200, 200, 429]
