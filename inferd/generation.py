@@ -82,9 +82,7 @@ class ChatTurn:
     owner: str | None
     prompt: str
     stream: Stream
-    target: Target
     answer: str = ""
-    dropped: int = 0
 
     def record(self) -> None:
         """Store the exchange, whatever ended it: a cancelled or failed turn keeps what was
@@ -115,14 +113,14 @@ async def start_chat(
             messages = messages[1:]
         messages.insert(0, ChatMessage("system", body.system_prompt))
     messages.append(ChatMessage("user", body.prompt))
-    ids, dropped = await target.worker.call(
+    ids, _ = await target.worker.call(
         lambda backend: chat_prompt(backend, target.info, messages, body.max_token)
     )
     # Only a request that will really generate creates (or re-prompts) its session.
     if sessions.ensure(session_id, owner, body.system_prompt) is None:
         raise NotFound(f"session {session_id!r} not found")
     stream = _start(request, target, "chat", transport, ids, body.sampling())
-    return ChatTurn(sessions, session_id, owner, body.prompt, stream, target, dropped=dropped)
+    return ChatTurn(sessions, session_id, owner, body.prompt, stream)
 
 
 async def with_keepalive(stream: Stream, interval: float) -> AsyncIterator[TokenEvent | None]:

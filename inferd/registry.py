@@ -158,7 +158,3 @@ class ModelRegistry:
             if model_id == model.id and worker.info:
                 return worker.info.context_length
         return _context_from_config_file(model.path)
-
-    def stop(self) -> None:
-        for worker in self._workers.values():
-            worker.stop()

@@ -8,11 +8,15 @@ templated model without real text.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+from tests.owner import Owner
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +81,11 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def owner() -> Iterator[Owner]:
+    """One long-lived worker thread per module, like the engine's model-owner thread:
+    MLX streams are thread-local, so a model must load and generate on one thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
+        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)

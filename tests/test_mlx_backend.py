@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from tests.owner import Owner
 
 if not mlx_available():
     pytest.skip(
@@ -40,15 +39,7 @@ GREEDY_64 = (
     "\nLily's mom said"
 )
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
-Owner = Callable[..., Any]
 Loaded = tuple[MlxBackend, ModelInfo]
-
-
-@pytest.fixture(scope="module")
-def owner() -> Iterator[Owner]:
-    """Run a call on one long-lived worker thread, like the engine's model-owner thread."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
-        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ As in test_mlx_backend.py, all MLX work runs on one long-lived worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +15,7 @@ from inferd.backends.base import BackendError, SamplingParams
 from inferd.backends.mlx_backend import MlxBackend, mlx_available
 from inferd.engine import ModelWorker
 from tests.batching import GREEDY, PROMPTS, TOKENS, alone, batched
+from tests.owner import Owner
 
 if not mlx_available():
     pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
@@ -26,14 +25,6 @@ if not (STORIES / "model.safetensors").is_file():
     pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
 
 pytestmark = pytest.mark.real_model
-
-Owner = Callable[..., Any]
-
-
-@pytest.fixture(scope="module")
-def owner() -> Iterator[Owner]:
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
-        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)
 
 
 @pytest.fixture(scope="module")
