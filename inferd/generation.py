@@ -6,20 +6,19 @@ Routes (completions.py, chat.py, ws.py) only translate this to their transport.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sanic import Request
 
-from inferd.backends.base import ChatMessage, ModelInfo, SamplingParams, TokenEvent
+from inferd.backends.base import ChatMessage, ModelInfo, SamplingParams
 from inferd.config import ModelConfig
-from inferd.engine import ModelWorker, Stream
+from inferd.engine import ModelWorker
 from inferd.errors import InternalError, NotFound
 from inferd.plugins.base import Generation, Transport
 from inferd.prompting import chat_prompt, completion_prompt
 from inferd.schemas import ChatRequest, CompletionRequest
 from inferd.sessions import SessionStore
+from inferd.stream import Stream
 
 
 def owner_of(request: Request) -> str | None:
@@ -121,27 +120,3 @@ async def start_chat(
         raise NotFound(f"session {session_id!r} not found")
     stream = _start(request, target, "chat", transport, ids, body.sampling())
     return ChatTurn(sessions, session_id, owner, body.prompt, stream)
-
-
-async def with_keepalive(stream: Stream, interval: float) -> AsyncIterator[TokenEvent | None]:
-    """The stream's events, with None whenever `interval` seconds pass without one.
-
-    The pending read is kept across timeouts rather than cancelled, so no event is lost.
-    """
-    pending: asyncio.Task[TokenEvent] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(stream.next_event())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            event = pending.result()
-            pending = None
-            yield event
-            if stream.finished:  # the consumer may also have drained the final event
-                return
-    finally:
-        if pending is not None:
-            pending.cancel()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from sanic import Request
 
 from inferd import sse
-from inferd.engine import Stream
-from inferd.generation import with_keepalive
+from inferd.backends.base import TokenEvent
+from inferd.stream import Stream
 
 
 def send_immediately(request: Request) -> None:
@@ -58,3 +59,27 @@ async def send_sse(
         await response.eof()
     finally:
         stream.cancel()
+
+
+async def with_keepalive(stream: Stream, interval: float) -> AsyncIterator[TokenEvent | None]:
+    """The stream's events, with None whenever `interval` seconds pass without one.
+
+    The pending read is kept across timeouts rather than cancelled, so no event is lost.
+    """
+    pending: asyncio.Task[TokenEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(stream.next_event())
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield None
+                continue
+            event = pending.result()
+            pending = None
+            yield event
+            if stream.finished:  # the consumer may also have drained the final event
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 from inferd.backends.base import BackendError, GenerationStats, SamplingParams, TokenEvent
-from inferd.engine import ModelWorker, Stream
+from inferd.engine import ModelWorker
+from inferd.stream import Stream
 from tests.fakes import REPLY, FakeBackend, FakeDecoding
 from tests.streams import wait_for
 
