@@ -1,6 +1,6 @@
 """Per-request overhead of the built-in plugins: all three on against all off, one run.
 
-One app serves the fake backend from tests/fakes.py (no model, so the plugins are all
+One app serves the fake backend from inferd/testing/fakes.py (no model, so the plugins are all
 that differs) with metrics, auth and rate_limit loaded (with a limit high enough never
 to refuse); "off" swaps in an empty plugin chain, which is what an app configured with
 no plugins runs. Same server, same model thread, same connection: only the chain
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +32,11 @@ from sanic import Sanic
 from sanic.compat import Header
 from sanic.response import json as json_response
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fakes / tests.live
-
 from inferd.backends.base import GenerationStats, TokenEvent
 from inferd.plugin_chain import PluginChain
 from inferd.plugins.base import Generation
-from tests.fakes import FakeBackend, make_app
-from tests.live import live_server
+from inferd.testing.fakes import FakeBackend, make_app
+from inferd.testing.live import live_server
 
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}

@@ -11,8 +11,8 @@ import pytest
 from inferd.backends.base import Decoding, SamplingParams
 from inferd.backends.torch_backend import TorchBackend
 from inferd.engine import ModelWorker
+from inferd.testing.fakes import REPLY, FakeBackend
 from tests.batching import GREEDY, PROMPTS, TOKENS, alone, batched
-from tests.fakes import REPLY, FakeBackend
 from tests.streams import wait_for
 
 # Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).

@@ -7,8 +7,8 @@ import threading
 
 import httpx
 
-from tests.fakes import REPLY, FakeBackend, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, FakeBackend, make_app
+from inferd.testing.live import live_server
 from tests.streams import parse_sse, post_sse, wait_for
 
 

@@ -11,7 +11,7 @@ import pytest
 from inferd.backends.base import BackendError, GenerationStats, SamplingParams, TokenEvent
 from inferd.engine import ModelWorker
 from inferd.stream import Stream
-from tests.fakes import REPLY, FakeBackend, FakeDecoding
+from inferd.testing.fakes import REPLY, FakeBackend, FakeDecoding
 from tests.streams import wait_for
 
 LABEL = "fake@cpu"

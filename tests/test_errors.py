@@ -10,8 +10,8 @@ from sanic import Request
 from sanic.exceptions import ServiceUnavailable
 
 from inferd.errors import BadRequest, InternalError, NotFound, TooManyRequests
-from tests.fakes import FakeBackend, make_app
-from tests.live import live_server
+from inferd.testing.fakes import FakeBackend, make_app
+from inferd.testing.live import live_server
 
 
 def _app_raising(tmp_path, exception: BaseException):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from inferd.plugins.auth import key_digest
-from tests.fakes import REPLY, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, make_app
+from inferd.testing.live import live_server
 from tests.plugin_clients import TRANSPORTS, generate
 
 SPEC = "examples.request_id_plugin:RequestIdPlugin"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.fakes import FakeBackend, make_app
+from inferd.testing.fakes import FakeBackend, make_app
 from tests.streams import wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fakes import REPLY, make_app
+from inferd.testing.fakes import REPLY, make_app
 
 
 async def _chat(app, session_id: str, prompt: str, **fields) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes import FakeBackend, make_app
+from inferd.testing.fakes import FakeBackend, make_app
 
 MODELS = [
     {"id": "fake", "name": "fake/model", "path": "/nonexistent/fake"},

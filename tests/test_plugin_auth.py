@@ -10,8 +10,8 @@ from websockets.asyncio.client import connect
 
 from inferd.config import ConfigError
 from inferd.plugins.auth import AuthPlugin, key_digest
-from tests.fakes import REPLY, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, make_app
+from inferd.testing.live import live_server
 from tests.plugin_clients import TRANSPORTS, generate, ws_ask, ws_url
 
 KEYS = ["key-alice", "key-bob"]

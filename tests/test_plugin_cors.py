@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fakes import make_app
+from inferd.testing.fakes import make_app
 
 ORIGIN = "https://app.example"
 PREFLIGHT = {"origin": ORIGIN, "access-control-request-method": "POST"}

@@ -18,8 +18,8 @@ from inferd.config import ConfigError
 from inferd.errors import error_response
 from inferd.plugin_loader import BUILTIN, resolve_plugin_class
 from inferd.plugins.base import Generation, Plugin, PluginConfig
-from tests.fakes import REPLY, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, make_app
+from inferd.testing.live import live_server
 from tests.plugin_clients import TRANSPORTS, generate
 
 HERE = "tests.test_plugin_loader"

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes import REPLY, FakeBackend, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, FakeBackend, make_app
+from inferd.testing.live import live_server
 from tests.plugin_clients import TRANSPORTS, generate
 
 MODEL = {"model": "fake/model", "device": "cpu"}

@@ -7,7 +7,7 @@ import pytest
 from inferd.backends.base import ChatMessage, ModelInfo
 from inferd.errors import BadRequest
 from inferd.prompting import chat_prompt, completion_prompt, reply_room
-from tests.fakes import EOS, FakeBackend
+from inferd.testing.fakes import EOS, FakeBackend
 
 
 def _info(context_length: int) -> ModelInfo:

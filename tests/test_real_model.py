@@ -15,7 +15,7 @@ import websockets
 
 from inferd.app import create_app
 from inferd.config import parse_config
-from tests.live import live_server
+from inferd.testing.live import live_server
 from tests.streams import parse_sse
 
 pytestmark = pytest.mark.real_model

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from inferd.plugins.auth import key_digest
+from inferd.testing.fakes import REPLY, make_app
+from inferd.testing.live import live_server
 from inferd.webui import CONTENT_TYPES
 from tests.browser import Page, chromium_page, find_chromium
-from tests.fakes import REPLY, make_app
-from tests.live import live_server
 
 WEB = resources.files("inferd.web")
 ASSETS = sorted(entry.name for entry in WEB.iterdir() if entry.name.endswith((".js", ".css")))

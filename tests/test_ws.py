@@ -8,8 +8,8 @@ import json
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.fakes import REPLY, FakeBackend, make_app
-from tests.live import live_server
+from inferd.testing.fakes import REPLY, FakeBackend, make_app
+from inferd.testing.live import live_server
 from tests.streams import wait_for
 
 END = "__END__"
