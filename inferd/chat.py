@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sanic import Request, Sanic
 
-from inferd.generation import start_chat
+from inferd.generation import owner_of, start_chat
+from inferd.parsed_request import from_chat
 from inferd.requests import read_json
 from inferd.schemas import ChatRequest, parse_body
 from inferd.streaming import send_sse
@@ -12,7 +13,8 @@ from inferd.streaming import send_sse
 
 async def chat_completions(request: Request) -> None:
     body = parse_body(ChatRequest, read_json(request))
-    turn = await start_chat(request, body, "sse")
+    new_id = request.app.ctx.sessions.new_id()  # used when the body names no session
+    turn = await start_chat(request, from_chat(body, "sse", new_id, owner_of(request)))
 
     def collect(text: str) -> None:
         turn.answer += text

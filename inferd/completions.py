@@ -6,7 +6,8 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
 from inferd.errors import InternalError
-from inferd.generation import start_completion
+from inferd.generation import owner_of, start_completion
+from inferd.parsed_request import from_completion
 from inferd.requests import read_json
 from inferd.schemas import CompletionRequest, parse_body
 from inferd.streaming import send_sse
@@ -14,7 +15,8 @@ from inferd.streaming import send_sse
 
 async def completions(request: Request) -> HTTPResponse | None:
     body = parse_body(CompletionRequest, read_json(request))
-    target, stream = await start_completion(request, body, "sse" if body.stream else "json")
+    parsed = from_completion(body, "sse" if body.stream else "json", owner_of(request))
+    target, stream = await start_completion(request, parsed)
     if body.stream:
         await send_sse(request, stream)
         return None

@@ -1,7 +1,8 @@
 """What every generating route shares: pick the worker, build the prompt, start the
-stream, keep it alive, and record a chat turn in the session store.
+stream, and record a chat turn in the session store.
 
-Routes (completions.py, chat.py, ws.py) only translate this to their transport.
+Routes (completions.py, chat.py, ws.py) parse their bodies into a ParsedRequest
+(inferd/parsed_request.py) and only translate the resulting stream to their transport.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from dataclasses import dataclass
 
 from sanic import Request
 
-from inferd.backends.base import ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.base import ChatMessage, ModelInfo
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker
 from inferd.errors import InternalError, NotFound
-from inferd.plugins.base import Generation, Transport
+from inferd.parsed_request import ParsedRequest
+from inferd.plugins.base import Generation
 from inferd.prompting import chat_prompt, completion_prompt
-from inferd.schemas import ChatRequest, CompletionRequest
 from inferd.sessions import SessionStore
 from inferd.stream import Stream
 
@@ -49,74 +50,75 @@ async def resolve(request: Request, model_name: str, device: str | None) -> Targ
     return Target(model, device, worker, info)
 
 
-def _start(
-    request: Request,
-    target: Target,
-    endpoint: str,
-    transport: Transport,
-    ids: list[int],
-    params: SamplingParams,
-) -> Stream:
-    generation = Generation(request, endpoint, transport, target.model.name, target.device)
-    observer = request.app.ctx.plugins.observe(generation)
-    return target.worker.submit(ids, params, observer)
-
-
-async def start_completion(
-    request: Request, body: CompletionRequest, transport: Transport
-) -> tuple[Target, Stream]:
-    target = await resolve(request, body.model, body.device)
-    ids = await target.worker.call(
-        lambda backend: completion_prompt(backend, target.info, body.prompt)
+def _start(request: Request, target: Target, parsed: ParsedRequest, ids: list[int]) -> Stream:
+    generation = Generation(
+        request, parsed.endpoint, parsed.transport, target.model.name, target.device
     )
-    return target, _start(request, target, "completions", transport, ids, body.sampling())
+    observer = request.app.ctx.plugins.observe(generation)
+    return target.worker.submit(ids, parsed.params, observer)
+
+
+async def start_completion(request: Request, parsed: ParsedRequest) -> tuple[Target, Stream]:
+    target = await resolve(request, parsed.model, parsed.device)
+    prompt = parsed.prompt or ""
+    ids = await target.worker.call(lambda backend: completion_prompt(backend, target.info, prompt))
+    return target, _start(request, target, parsed, ids)
 
 
 @dataclass(slots=True)
 class ChatTurn:
-    """A chat request in flight: its session, its stream, and the answer so far."""
+    """A chat request in flight: its session (None when stateless), its stream, and the
+    answer so far."""
 
     sessions: SessionStore
-    session_id: str
-    owner: str | None
-    prompt: str
+    parsed: ParsedRequest
     stream: Stream
     answer: str = ""
+
+    @property
+    def session_id(self) -> str | None:
+        return self.parsed.session_id
 
     def record(self) -> None:
         """Store the exchange, whatever ended it: a cancelled or failed turn keeps what was
         answered (maybe nothing), so the user's message is never lost and the history
         keeps alternating user/assistant as chat templates expect."""
-        self.sessions.append(
-            self.session_id,
-            [
-                {"role": "user", "content": self.prompt},
-                {"role": "assistant", "content": self.answer},
-            ],
-            self.owner,
-        )
+        if self.parsed.session_id is None:
+            return
+        turn = [{"role": m.role, "content": m.content} for m in self.parsed.messages]
+        turn.append({"role": "assistant", "content": self.answer})
+        self.sessions.append(self.parsed.session_id, turn, self.parsed.owner)
 
 
-async def start_chat(
-    request: Request, body: ChatRequest, transport: Transport, session_id: str | None = None
-) -> ChatTurn:
-    """Validate, load, build the prompt from the session's history and start generating."""
-    target = await resolve(request, body.model_name, body.device)
-    sessions: SessionStore = request.app.ctx.sessions
-    owner = owner_of(request)
-    session_id = body.session_id or session_id or sessions.new_id()
-    session = sessions.get(session_id, owner)
-    messages = [ChatMessage(m["role"], m["content"]) for m in (session.messages if session else [])]  # type: ignore[arg-type]
-    if body.system_prompt is not None:
+def _conversation(history: list[ChatMessage], parsed: ParsedRequest) -> list[ChatMessage]:
+    """History, then the new turn; `system_prompt` replaces the history's system message."""
+    messages = list(history)
+    if parsed.system_prompt is not None:
         if messages and messages[0].role == "system":
             messages = messages[1:]
-        messages.insert(0, ChatMessage("system", body.system_prompt))
-    messages.append(ChatMessage("user", body.prompt))
+        messages.insert(0, ChatMessage("system", parsed.system_prompt))
+    return [*messages, *parsed.messages]
+
+
+async def start_chat(request: Request, parsed: ParsedRequest) -> ChatTurn:
+    """Validate, load, build the prompt from the session's history and start generating."""
+    target = await resolve(request, parsed.model, parsed.device)
+    sessions: SessionStore = request.app.ctx.sessions
+    history: list[ChatMessage] = []
+    if parsed.session_id is not None:
+        session = sessions.get(parsed.session_id, parsed.owner)
+        if session is not None:
+            history = [ChatMessage(m["role"], m["content"]) for m in session.messages]  # type: ignore[arg-type]
+    messages = _conversation(history, parsed)
+    max_tokens = parsed.params.max_tokens
     ids, _ = await target.worker.call(
-        lambda backend: chat_prompt(backend, target.info, messages, body.max_token)
+        lambda backend: chat_prompt(backend, target.info, messages, max_tokens)
     )
     # Only a request that will really generate creates (or re-prompts) its session.
-    if sessions.ensure(session_id, owner, body.system_prompt) is None:
-        raise NotFound(f"session {session_id!r} not found")
-    stream = _start(request, target, "chat", transport, ids, body.sampling())
-    return ChatTurn(sessions, session_id, owner, body.prompt, stream)
+    if (
+        parsed.session_id is not None
+        and sessions.ensure(parsed.session_id, parsed.owner, parsed.system_prompt) is None
+    ):
+        raise NotFound(f"session {parsed.session_id!r} not found")
+    stream = _start(request, target, parsed, ids)
+    return ChatTurn(sessions, parsed, stream)

@@ -17,7 +17,8 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
 from inferd.errors import BadRequest, describe_exception
-from inferd.generation import start_chat
+from inferd.generation import owner_of, start_chat
+from inferd.parsed_request import from_chat
 from inferd.requests import decode_json
 from inferd.schemas import SESSION_ID_PATTERN, ChatRequest, parse_body
 
@@ -31,7 +32,7 @@ async def _answer(
 ) -> None:
     await request.app.ctx.plugins.on_websocket_message(request, raw)
     body = parse_body(ChatRequest, decode_json(raw, "message"))
-    turn = await start_chat(request, body, "websocket", session_id)
+    turn = await start_chat(request, from_chat(body, "websocket", session_id, owner_of(request)))
     try:
         async for event in turn.stream:
             if event.error is not None:
