@@ -19,11 +19,34 @@ log = logging.getLogger("inferd")
 
 
 class ApiError(Exception):
-    """An error with a client-facing message and an HTTP status."""
+    """An error with a client-facing message and an HTTP status: raise one to answer a
+    request with `{"error": message}`.
+
+    Use a subclass -- `BadRequest("temperature must be at most 2")` -- or give the
+    status: `ApiError("I'm a teapot", status=418)`; `ApiError(418, "I'm a teapot")` is
+    accepted too. `headers` are added to the error response.
+    """
 
     status = 500
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str | int,
+        detail: str | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(message, int):  # ApiError(status, message)
+            if detail is None or status is not None:
+                raise TypeError("use ApiError(message, status=N) or ApiError(N, message)")
+            status, message = message, detail
+        elif detail is not None:
+            raise TypeError("use ApiError(message, status=N) or ApiError(N, message)")
+        if status is not None:
+            if not 400 <= status <= 599:
+                raise ValueError(f"an ApiError status must be 400-599, not {status}")
+            self.status = status
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
@@ -31,6 +54,14 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
 
 
 class NotFound(ApiError):
@@ -43,6 +74,10 @@ class TooManyRequests(ApiError):
 
 class InternalError(ApiError):
     status = 500
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
 
 
 def request_id(request: Request) -> str:

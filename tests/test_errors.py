@@ -7,9 +7,18 @@ import logging
 import httpx
 import pytest
 from sanic import Request
-from sanic.exceptions import ServiceUnavailable
+from sanic import exceptions as sanic_exceptions
 
-from inferd.errors import BadRequest, InternalError, NotFound, TooManyRequests
+from inferd.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    InternalError,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from inferd.testing.fakes import FakeBackend, make_app
 from inferd.testing.live import live_server
 
@@ -28,8 +37,13 @@ def _app_raising(tmp_path, exception: BaseException):
     ("exception", "status"),
     [
         (BadRequest("bad value"), 400),
+        (Unauthorized("bad value"), 401),
+        (Forbidden("bad value"), 403),
         (NotFound("bad value"), 404),
         (TooManyRequests("bad value"), 429),
+        (ServiceUnavailable("bad value"), 503),
+        (ApiError("bad value", status=402), 402),
+        (ApiError(418, "bad value"), 418),  # the form people write first works too
     ],
 )
 async def test_api_errors_keep_their_status_and_message(tmp_path, exception, status):
@@ -37,6 +51,25 @@ async def test_api_errors_keep_their_status_and_message(tmp_path, exception, sta
     _, response = await app.asgi_client.get("/boom")
     assert response.status == status
     assert response.json == {"error": "bad value"}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        ((400,), {}, TypeError),
+        ((400, "message"), {"status": 401}, TypeError),
+        (("message", "detail"), {}, TypeError),
+        (("message",), {"status": 200}, ValueError),
+    ],
+)
+def test_an_api_error_built_wrong_says_how_to_build_it(args, kwargs, error):
+    with pytest.raises(error, match=r"ApiError\(message, status=N\)|status must be 400-599"):
+        ApiError(*args, **kwargs)
+
+
+def test_an_api_error_without_a_status_is_a_500():
+    assert ApiError("oops").status == 500
+    assert BadRequest("oops").status == 400
 
 
 async def test_api_error_headers_reach_the_client(tmp_path):
@@ -104,7 +137,7 @@ async def test_body_over_the_size_limit_is_413_json(tmp_path):
 
 
 async def test_sanic_service_unavailable_keeps_its_503(tmp_path):
-    app = _app_raising(tmp_path, ServiceUnavailable("Response Timeout"))
+    app = _app_raising(tmp_path, sanic_exceptions.ServiceUnavailable("Response Timeout"))
     _, response = await app.asgi_client.get("/boom")
     assert response.status == 503
     assert response.json == {"error": "Response Timeout"}
