@@ -3,9 +3,10 @@
 Each TOML table is a pydantic model that forbids unknown keys, so a typo such as
 `[server] prot = 3000` fails at start-up with the key and the file named. Relative
 paths (model directories, the session store) are resolved against the config file's
-folder, so a config works wherever the server is started from. Plugin sections are
-validated by the plugins themselves (see plugins/); the core only checks that every
-top-level table belongs to somebody.
+folder, so a config works wherever the server is started from; plugin tables get the
+same rule through `ConfigPath`. Plugin sections are validated by the plugins themselves
+(inferd/plugin_loader.py); the core only checks that every top-level table belongs to
+somebody.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +38,26 @@ CORE_SECTIONS = ("server", "sessions", "models", "plugins")
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the file and the key."""
+
+
+def resolve_path(base: Path, value: str | Path) -> Path:
+    """`value` with `~` expanded; a relative path is taken relative to `base`."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+# The validation context key through which plugin tables learn the config file's folder.
+CONFIG_DIR = "config_dir"
+
+
+def _resolve_in_context(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get(CONFIG_DIR) or Path.cwd()
+    return resolve_path(base, value)
+
+
+# A path in a config table: relative paths resolve against the config file's folder (the
+# working directory when there is no file), so a config works wherever inferd starts.
+ConfigPath = Annotated[Path, AfterValidator(_resolve_in_context)]
 
 
 class _Section(BaseModel):
@@ -104,6 +127,11 @@ class Config(_Section):
                 seen.add(key)
         return models
 
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths resolve against: the config file's, else the cwd."""
+        return self.source.parent if self.source else Path.cwd()
+
     def section(self, name: str) -> dict[str, Any]:
         """The raw table of a plugin's section ({} when absent)."""
         return self.plugin_sections.get(name, {})
@@ -120,14 +148,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def _resolve(base: Path, value: str | Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def _resolve_model_path(base: Path, value: str) -> str:
     """A path that exists relative to the config file wins; anything else is a hub id."""
-    candidate = _resolve(base, value)
+    candidate = resolve_path(base, value)
     if candidate.exists() or value.startswith((".", "/", "~")):
         return str(candidate)
     return value
@@ -150,7 +173,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         model.model_copy(update={"path": _resolve_model_path(base, model.path)})
         for model in config.models
     ]
-    sessions = config.sessions.model_copy(update={"path": _resolve(base, config.sessions.path)})
+    sessions = config.sessions.model_copy(update={"path": resolve_path(base, config.sessions.path)})
     return config.model_copy(update={"models": models, "sessions": sessions, "source": source})
 
 

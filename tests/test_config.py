@@ -14,6 +14,7 @@ from inferd.config import (
     default_config_text,
     load_config,
     parse_config,
+    resolve_path,
     tomllib,
 )
 
@@ -194,3 +195,13 @@ def test_config_objects_are_immutable(tmp_path):
     config = load_config(_write(tmp_path, ""))
     with pytest.raises(ValueError, match="frozen"):
         config.server.port = 1
+
+
+def test_resolve_path_and_the_config_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "etc"
+    assert resolve_path(base, "data/x") == base / "data/x"
+    assert resolve_path(base, "/abs") == Path("/abs")
+    assert resolve_path(base, "~/y") == Path.home() / "y"
+    assert parse_config({}, source=base / "config.toml").folder == base
+    assert parse_config({}).folder == tmp_path
