@@ -9,7 +9,8 @@ import httpx
 
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import parse_sse, post_sse, wait_for
+from inferd.testing.sse import parse_sse
+from tests.streams import post_sse, wait_for
 
 
 def _body(**fields):

@@ -10,9 +10,9 @@ from websockets.asyncio.client import connect
 
 from inferd.config import ConfigError
 from inferd.plugins.auth import AuthPlugin, key_digest
+from inferd.testing.clients import TRANSPORTS, generate, ws_ask, ws_url
 from inferd.testing.fakes import REPLY, make_app
 from inferd.testing.live import live_server
-from tests.plugin_clients import TRANSPORTS, generate, ws_ask, ws_url
 
 KEYS = ["key-alice", "key-bob"]
 ALICE = {"Authorization": "Bearer key-alice"}

@@ -6,32 +6,15 @@ import asyncio
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from inferd.testing.clients import TRANSPORTS, generate, metric_value, scrape_metrics
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.plugin_clients import TRANSPORTS, generate
 
 MODEL = {"model": "fake/model", "device": "cpu"}
 ENDPOINT = {"json": "completions", "sse": "chat", "websocket": "chat"}
 REQUESTS = {"json": "completions_requests_total", "sse": "chat_completions_requests_total"}
 REQUESTS["websocket"] = REQUESTS["sse"]
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text (0 when absent)."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
-
-
-async def scrape(base: str) -> str:
-    async with httpx.AsyncClient(base_url=base) as client:
-        response = await client.get("/metrics")
-    assert response.status_code == 200
-    return response.text
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -40,13 +23,13 @@ async def test_one_generation_moves_every_generation_metric(tmp_path, transport)
     labels = {**MODEL, "endpoint": ENDPOINT[transport]}
     async with live_server(app) as base:
         await generate(base, "json", prompt="warm up the model")  # so the diff is ours alone
-        before = await scrape(base)
+        before = await scrape_metrics(base)
         reply = await generate(base, transport)
-        after = await scrape(base)
+        after = await scrape_metrics(base)
     assert reply.text == REPLY
 
     def moved(name: str, **extra: str) -> float:
-        return sample(after, name, **extra) - sample(before, name, **extra)
+        return metric_value(after, name, **extra) - metric_value(before, name, **extra)
 
     prompt_tokens = len(app.ctx.fake_backend.prompts[-1])
     assert moved(REQUESTS[transport], **MODEL, transport=transport) == 1
@@ -72,9 +55,9 @@ async def test_a_generation_without_text_still_has_a_first_token(tmp_path):
     assert response.json["text"] == ""
     _, metrics = await app.asgi_client.get("/metrics")
     labels = {**MODEL, "endpoint": "completions"}
-    assert sample(metrics.text, "time_to_first_token_seconds_count", **labels) == 1
-    assert sample(metrics.text, "inter_token_latency_seconds_count", **labels) == 0
-    assert sample(metrics.text, "completions_tokens_total", **labels) == 0
+    assert metric_value(metrics.text, "time_to_first_token_seconds_count", **labels) == 1
+    assert metric_value(metrics.text, "inter_token_latency_seconds_count", **labels) == 0
+    assert metric_value(metrics.text, "completions_tokens_total", **labels) == 0
 
 
 async def test_exposition_format_and_api_md_names(tmp_path):
@@ -103,8 +86,8 @@ async def test_health_checks_are_counted(tmp_path):
     for path in ("/health", "/health", "/readiness"):
         await app.asgi_client.get(path)
     _, response = await app.asgi_client.get("/metrics")
-    assert sample(response.text, "health_check_requests_total", endpoint="health") == 2
-    assert sample(response.text, "health_check_requests_total", endpoint="readiness") == 1
+    assert metric_value(response.text, "health_check_requests_total", endpoint="health") == 2
+    assert metric_value(response.text, "health_check_requests_total", endpoint="readiness") == 1
 
 
 async def test_rejected_requests_are_errors_by_endpoint_and_status(tmp_path):
@@ -114,10 +97,10 @@ async def test_rejected_requests_are_errors_by_endpoint_and_status(tmp_path):
     await app.asgi_client.post("/chat/completions", json={"prompt": "x"})
     _, response = await app.asgi_client.get("/metrics")
     text = response.text
-    assert sample(text, "completions_errors_total", endpoint="completions", status="400") == 1
-    assert sample(text, "completions_errors_total", endpoint="completions", status="404") == 1
-    assert sample(text, "completions_errors_total", endpoint="chat", status="400") == 1
-    assert sample(text, "completions_requests_total") == 0  # nothing reached a model
+    assert metric_value(text, "completions_errors_total", endpoint="completions", status="400") == 1
+    assert metric_value(text, "completions_errors_total", endpoint="completions", status="404") == 1
+    assert metric_value(text, "completions_errors_total", endpoint="chat", status="400") == 1
+    assert metric_value(text, "completions_requests_total") == 0  # nothing reached a model
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -125,13 +108,15 @@ async def test_a_failed_generation_is_one_error_on_every_transport(tmp_path, tra
     app = make_app(tmp_path, FakeBackend(fail_after=3))
     async with live_server(app) as base:
         reply = await generate(base, transport)
-        text = await scrape(base)
+        text = await scrape_metrics(base)
     assert reply.error is not None or transport == "sse"  # SSE reports it as `event: error`
     endpoint = ENDPOINT[transport]
-    assert sample(text, "completions_errors_total", endpoint=endpoint, status="500") == 1
-    assert sample(text, "completions_errors_total") == 1
-    assert sample(text, "requests_finished_total", endpoint=endpoint, finish_reason="error") == 1
-    assert sample(text, "completions_tokens_total", endpoint=endpoint) == 3
+    assert metric_value(text, "completions_errors_total", endpoint=endpoint, status="500") == 1
+    assert metric_value(text, "completions_errors_total") == 1
+    assert (
+        metric_value(text, "requests_finished_total", endpoint=endpoint, finish_reason="error") == 1
+    )
+    assert metric_value(text, "completions_tokens_total", endpoint=endpoint) == 3
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -141,7 +126,10 @@ async def test_auth_rejections_are_counted_when_metrics_comes_first(tmp_path, tr
         reply = await generate(base, transport)
         text = (await generate_metrics(base, {"Authorization": "Bearer k"})).text
     assert reply.status == 401
-    assert sample(text, "completions_errors_total", endpoint=ENDPOINT[transport], status="401") == 1
+    assert (
+        metric_value(text, "completions_errors_total", endpoint=ENDPOINT[transport], status="401")
+        == 1
+    )
 
 
 async def generate_metrics(base: str, headers: dict[str, str]) -> httpx.Response:
@@ -164,28 +152,28 @@ async def test_running_waiting_loaded_and_sessions_gauges(tmp_path):
         tasks = [asyncio.create_task(stream_until_cancelled()) for _ in range(2)]
         text = ""
         for _ in range(200):  # until both are in: one decoding, one queued
-            text = await scrape(base)
-            if sample(text, "completions_requests_total") == 2 and sample(
+            text = await scrape_metrics(base)
+            if metric_value(text, "completions_requests_total") == 2 and metric_value(
                 text, "requests_running", **MODEL
             ):
                 break
             await asyncio.sleep(0.01)
-        assert sample(text, "requests_running", **MODEL) == 1
-        assert sample(text, "requests_waiting", **MODEL) == 1
-        assert sample(text, "model_loaded", **MODEL) == 1
+        assert metric_value(text, "requests_running", **MODEL) == 1
+        assert metric_value(text, "requests_waiting", **MODEL) == 1
+        assert metric_value(text, "model_loaded", **MODEL) == 1
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for _ in range(200):  # disconnects cancel both generations
-            text = await scrape(base)
-            if sample(text, "requests_finished_total", finish_reason="cancelled") == 2:
+            text = await scrape_metrics(base)
+            if metric_value(text, "requests_finished_total", finish_reason="cancelled") == 2:
                 break
             await asyncio.sleep(0.01)
-        assert sample(text, "requests_finished_total", finish_reason="cancelled") == 2
-        assert sample(text, "sessions_active") == 0
+        assert metric_value(text, "requests_finished_total", finish_reason="cancelled") == 2
+        assert metric_value(text, "sessions_active") == 0
         app.ctx.sessions.ensure("one", None, None)
         app.ctx.sessions.ensure("two", None, None)
-        assert sample(await scrape(base), "sessions_active") == 2
+        assert metric_value(await scrape_metrics(base), "sessions_active") == 2
 
 
 async def test_each_app_has_its_own_registry(tmp_path):
@@ -193,8 +181,8 @@ async def test_each_app_has_its_own_registry(tmp_path):
     await first.asgi_client.get("/health")
     _, one = await first.asgi_client.get("/metrics")
     _, two = await second.asgi_client.get("/metrics")
-    assert sample(one.text, "health_check_requests_total") == 1
-    assert sample(two.text, "health_check_requests_total") == 0
+    assert metric_value(one.text, "health_check_requests_total") == 1
+    assert metric_value(two.text, "health_check_requests_total") == 0
 
 
 async def test_path_and_switch(tmp_path):

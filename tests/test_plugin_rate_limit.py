@@ -12,9 +12,9 @@ from websockets.asyncio.client import connect
 
 from inferd.config import ConfigError
 from inferd.plugins.rate_limit import RateLimitConfig, RateLimitPlugin
+from inferd.testing.clients import TRANSPORTS, generate, ws_ask, ws_url
 from inferd.testing.fakes import make_app
 from inferd.testing.live import live_server
-from tests.plugin_clients import TRANSPORTS, generate, ws_ask, ws_url
 
 CHAT = {"model-name": "fake", "prompt": "hi"}
 

@@ -16,7 +16,7 @@ import websockets
 from inferd.app import create_app
 from inferd.config import parse_config
 from inferd.testing.live import live_server
-from tests.streams import parse_sse
+from inferd.testing.sse import parse_sse
 
 pytestmark = pytest.mark.real_model
 

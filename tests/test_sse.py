@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferd import sse
-from tests.streams import parse_sse
+from inferd.testing.sse import parse_sse
 
 
 def test_token_event_is_one_data_line_and_a_blank_line():

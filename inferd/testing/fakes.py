@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sanic import Sanic
+
 from inferd.app import create_app
 from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
@@ -109,10 +111,16 @@ def fake_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return data
 
 
-def make_app(tmp_path: Path, backend: FakeBackend | None = None, **sections: Any):
-    """A Sanic app serving FakeBackend(s); `backend` is shared by every (model, device)."""
+def make_app(tmp_path: Path, backend: FakeBackend | None = None, **sections: Any) -> Sanic:
+    """A Sanic app serving FakeBackend(s); `backend` is shared by every (model, device).
+
+    `sections` are config tables by name, e.g. `plugins={"enabled": ["metrics", "mine"]},
+    mine={"threshold": 3}`; the model is "fake/model" (id "fake") on "cpu" or "cuda",
+    sessions live under `tmp_path`, and relative paths in plugin tables resolve against
+    `tmp_path` (where a config file would be).
+    """
     backend = backend or FakeBackend()
-    config = parse_config(fake_config(tmp_path, **sections))
+    config = parse_config(fake_config(tmp_path, **sections), source=tmp_path / "config.toml")
 
     def factory(model: ModelConfig, device: str) -> FakeBackend:
         return backend
@@ -123,3 +131,9 @@ def make_app(tmp_path: Path, backend: FakeBackend | None = None, **sections: Any
     app.config.TOUCHUP = False
     app.ctx.fake_backend = backend
     return app
+
+
+async def settle(app: Sanic, timeout: float = 5.0) -> None:
+    """Wait until the plugins' `async def` lifecycle hooks have run (they run in the
+    background, after the events they observe)."""
+    await app.ctx.plugins.background.drain(timeout)
