@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Device = Literal["cpu", "cuda", "metal"]
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "content_filter": a plugin ended the generation (inferd/plugins/base.py, Generation.stop).
+FinishReason = Literal["stop", "length", "cancelled", "error", "content_filter"]
 
 
 class BackendError(Exception):

@@ -8,6 +8,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from inferd import chat, completions, health, history, models, webui, ws
+from inferd.app_metrics import AppMetrics
 from inferd.config import Config
 from inferd.errors import handle_exception
 from inferd.plugin_chain import PluginChain
@@ -35,6 +36,7 @@ def create_app(
         config.models, backend_factory=backend_factory, devices=devices
     )
     app.ctx.sessions = SessionStore(config.sessions.path)
+    app.ctx.metrics = AppMetrics()  # plugins reach it through inferd.app_metrics.app_metrics
     app.ctx.plugins = PluginChain(load_plugins(config))
     app.error_handler.add(Exception, handle_exception)
 
@@ -47,8 +49,9 @@ def create_app(
         return await request.app.ctx.plugins.on_request(request)
 
     @app.on_response
-    async def run_response_plugins(request: Request, response: HTTPResponse) -> None:
-        await request.app.ctx.plugins.on_response(request, response)
+    async def run_response_plugins(request: Request, response: HTTPResponse) -> HTTPResponse | None:
+        # A plugin that fails closed (or raises an ApiError) replaces the response.
+        return await request.app.ctx.plugins.on_response(request, response)
 
     @app.after_server_start
     async def start_preloading(app: Sanic) -> None:

@@ -3,6 +3,9 @@ stream, and record a chat turn in the session store.
 
 Routes (completions.py, chat.py, ws.py) parse their bodies into a ParsedRequest
 (inferd/parsed_request.py) and only translate the resulting stream to their transport.
+Plugins' `transform_request` hooks run first thing in `start_completion` and
+`start_chat`, so every generating route -- whatever its body format or transport --
+passes them once, before the model is chosen or the prompt tokenised.
 """
 
 from __future__ import annotations
@@ -52,13 +55,14 @@ async def resolve(request: Request, model_name: str, device: str | None) -> Targ
 
 def _start(request: Request, target: Target, parsed: ParsedRequest, ids: list[int]) -> Stream:
     generation = Generation(
-        request, parsed.endpoint, parsed.transport, target.model.name, target.device
+        request, parsed.endpoint, parsed.transport, target.model.name, target.device, parsed
     )
     observer = request.app.ctx.plugins.observe(generation)
     return target.worker.submit(ids, parsed.params, observer)
 
 
 async def start_completion(request: Request, parsed: ParsedRequest) -> tuple[Target, Stream]:
+    parsed = await request.app.ctx.plugins.transform_request(request, parsed)
     target = await resolve(request, parsed.model, parsed.device)
     prompt = parsed.prompt or ""
     ids = await target.worker.call(lambda backend: completion_prompt(backend, target.info, prompt))
@@ -102,6 +106,7 @@ def _conversation(history: list[ChatMessage], parsed: ParsedRequest) -> list[Cha
 
 async def start_chat(request: Request, parsed: ParsedRequest) -> ChatTurn:
     """Validate, load, build the prompt from the session's history and start generating."""
+    parsed = await request.app.ctx.plugins.transform_request(request, parsed)
     target = await resolve(request, parsed.model, parsed.device)
     sessions: SessionStore = request.app.ctx.sessions
     history: list[ChatMessage] = []

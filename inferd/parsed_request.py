@@ -2,17 +2,21 @@
 
 Every generating route (POST /completions, POST /chat/completions, WS /chat/ws, and any
 route added later) turns its body into a ParsedRequest, and everything after that --
-plugins that inspect or rewrite requests, model resolution, prompt building, sessions --
-works on this one type instead of on each route's body schema.
+plugins that inspect or rewrite requests (`Plugin.transform_request`), model
+resolution, prompt building, sessions -- works on this one type instead of on each
+route's body schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from inferd.backends.base import ChatMessage, SamplingParams
-from inferd.plugins.base import Transport
 from inferd.schemas import ChatRequest, CompletionRequest
+
+# How the answer travels: one JSON body, Server-Sent Events, or WebSocket frames.
+Transport = Literal["json", "sse", "websocket"]
 
 
 @dataclass(slots=True)

@@ -2,9 +2,11 @@
 
 A plugin is named either by a built-in or entry-point name (group `inferd.plugins`) or
 by a dotted `package.module:Class` path. Every problem -- an unknown name, an import
-error, a bad config table, a table no plugin claims, a plugin listed twice, a plugin
-whose constructor raises -- is a ConfigError at start-up, never a surprise at the first
-request (PluginChain.setup does the same for each plugin's `setup`).
+error, a bad config table, a table no plugin claims, a table that switches on a plugin
+the list leaves out, a plugin listed twice, a plugin whose constructor raises -- is a
+ConfigError at start-up, never a surprise at the first request (PluginChain.setup does
+the same for each plugin's `setup`). A plugin that is off -- not listed, or listed with
+`enabled = false` in its table -- is neither validated nor instantiated.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from importlib.metadata import entry_points
 
 from pydantic import ValidationError
 
-from inferd.config import Config, ConfigError
+from inferd.config import CONFIG_DIR, Config, ConfigError
 from inferd.plugins.base import Plugin, PluginConfig
 
 ENTRY_POINT_GROUP = "inferd.plugins"
@@ -66,7 +68,8 @@ def _settings(cls: type[Plugin], config: Config) -> PluginConfig:
     """The plugin's `[<name>]` table, validated by its own Config model."""
     label = str(config.source) if config.source else "<config>"
     try:
-        return cls.Config.model_validate(config.section(cls.name))
+        context = {CONFIG_DIR: config.folder}  # for ConfigPath fields
+        return cls.Config.model_validate(config.section(cls.name), context=context)
     except ValidationError as error:
         problems = []
         for item in error.errors():
@@ -85,28 +88,36 @@ def _instantiate(cls: type[Plugin], settings: PluginConfig) -> Plugin:
         raise ConfigError(f"plugin {cls.name!r} failed to start: {error}") from None
 
 
-def load_plugins(config: Config) -> list[Plugin]:
-    """Instantiate the enabled plugins in order; reject config tables nobody reads.
+def _check_tables(config: Config, listed: set[str]) -> None:
+    """Every table belongs to a known plugin, and none switches on one left unlisted."""
+    label = str(config.source) if config.source else "<config>"
+    known = listed | set(BUILTIN)
+    if set(config.plugin_sections) - known:  # scanning installed packages takes a while
+        known |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for section, table in config.plugin_sections.items():
+        if section not in known:
+            raise ConfigError(f"{label}: unknown key {section!r} (no enabled plugin reads it)")
+        if section not in listed and table.get("enabled") is True:
+            # e.g. [auth] enabled = true with auth missing from the list: no auth at all.
+            raise ConfigError(
+                f"{label}: [{section}] says enabled = true, but {section!r} is not in "
+                f"[plugins] enabled, so it would not run: add {section!r} to that list, "
+                f"or remove enabled = true from [{section}]"
+            )
 
-    A plugin whose table says `enabled = false` is validated but never instantiated, so a
-    switched-off plugin costs nothing per request.
-    """
+
+def load_plugins(config: Config) -> list[Plugin]:
+    """Instantiate the enabled plugins in order; reject config tables nobody reads."""
     classes = [resolve_plugin_class(spec) for spec in config.plugins.enabled]
     names = [cls.name for cls in classes]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"plugin {name!r} is listed twice in [plugins] enabled")
-    claimed = {cls.name for cls in classes} | set(BUILTIN)
-    for section in config.plugin_sections:
-        if section not in claimed:
-            label = str(config.source) if config.source else "<config>"
-            raise ConfigError(f"{label}: unknown key {section!r} (no enabled plugin reads it)")
-    # Built-in sections are validated even when their plugin is not enabled.
-    for name in set(BUILTIN) - {cls.name for cls in classes}:
-        if config.section(name):
-            _settings(resolve_plugin_class(name), config)
+    _check_tables(config, set(names))
     plugins = []
     for cls in classes:
+        if config.section(cls.name).get("enabled") is False:
+            continue  # switched off: its other keys are not checked
         settings = _settings(cls, config)
         if getattr(settings, "enabled", True):
             plugins.append(_instantiate(cls, settings))

@@ -4,6 +4,11 @@ The model-owner thread (inferd/engine.py) pushes events into a Stream through
 `loop.call_soon_threadsafe`; the route that started the generation awaits them. The
 plugins' lifecycle callbacks (a GenerationObserver) fire as the events are consumed, on
 the event loop, so they see exactly what the client is sent.
+
+An observer may also offer an `output_filter` (the plugins' output transforms,
+inferd/output_transforms.py): every event passes through it before anyone sees it, so
+its text is what the client and the stored history get. It may end the stream early
+(the engine then drops the request), and the final event may then carry text.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -23,6 +29,15 @@ class GenerationObserver(Protocol):
     def on_admitted(self, stats: GenerationStats) -> None: ...
     def on_token(self, event: TokenEvent, stats: GenerationStats) -> None: ...
     def on_finished(self, stats: GenerationStats) -> None: ...
+
+
+class OutputFilter(Protocol):
+    """Rewrites each event before it is delivered (an observer's `output_filter`)."""
+
+    awaits: bool  # True: use apply_async (some transform must be awaited)
+
+    def apply(self, event: TokenEvent, stats: GenerationStats) -> TokenEvent: ...
+    async def apply_async(self, event: TokenEvent, stats: GenerationStats) -> TokenEvent: ...
 
 
 class Admitted:
@@ -40,8 +55,15 @@ class Stream:
         self.stats = GenerationStats(prompt_tokens=len(self.prompt_ids), queued_at=time.monotonic())
         self.cancelled = threading.Event()
         self._observer = observer
+        output: OutputFilter | None = getattr(observer, "output_filter", None)
+        # Synchronous filters run as events are accepted; awaited ones in next_event.
+        self._filter = output.apply if output is not None and not output.awaits else None
+        self._async_filter = output.apply_async if output is not None and output.awaits else None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[TokenEvent | Admitted] = asyncio.Queue()
+        # With an awaited filter: items already filtered, not yet delivered.
+        self._prefiltered: deque[TokenEvent | Admitted] = deque()
+        self._filtered_end = False
         self._finished = False
 
     def push(self, item: TokenEvent | Admitted) -> None:
@@ -54,7 +76,13 @@ class Stream:
     async def next_event(self) -> TokenEvent:
         """The next token or the final event; lifecycle callbacks fire as events arrive."""
         while True:
-            event = self._accept(await self._queue.get())
+            if self._async_filter is None:
+                item = await self._queue.get()
+            else:
+                item = await self._next_filtered()
+                if self._finished:  # cancelled while the filter ran
+                    return TokenEvent(finish_reason="cancelled")
+            event = self._accept(item)
             if event is not None:
                 return event
 
@@ -63,24 +91,58 @@ class Stream:
         return self._finished
 
     def ready_events(self) -> list[TokenEvent]:
-        """Events that have already arrived, without waiting (to coalesce small writes)."""
+        """Events that have already arrived, without waiting (to coalesce small writes).
+
+        With an awaited filter: those that `next_event` has already filtered."""
         events = []
-        while not self._finished and not self._queue.empty():
-            event = self._accept(self._queue.get_nowait())
+        while not self._finished:
+            if self._async_filter is not None:
+                if not self._prefiltered:
+                    break
+                item = self._prefiltered.popleft()
+            elif self._queue.empty():
+                break
+            else:
+                item = self._queue.get_nowait()
+            event = self._accept(item)
             if event is not None:
                 events.append(event)
         return events
+
+    async def _next_filtered(self) -> TokenEvent | Admitted:
+        """The next item through the awaited filter. Whatever else has arrived is filtered
+        too, in order, so that ready_events can hand it out without waiting."""
+        if not self._prefiltered:
+            await self._prefilter(await self._queue.get())
+            while not self._queue.empty() and not self._filtered_end:
+                await self._prefilter(self._queue.get_nowait())
+        return self._prefiltered.popleft()
+
+    async def _prefilter(self, item: TokenEvent | Admitted) -> None:
+        if isinstance(item, TokenEvent) and self._async_filter is not None:
+            item = self._filtered(item, await self._async_filter(item, self.stats))
+            self._filtered_end = item.finish_reason is not None
+        self._prefiltered.append(item)
 
     def _accept(self, item: TokenEvent | Admitted) -> TokenEvent | None:
         if isinstance(item, Admitted):
             if self._observer:
                 self._observer.on_admitted(self.stats)
             return None
+        if self._filter is not None:
+            item = self._filtered(item, self._filter(item, self.stats))
+        if self._observer and (item.text or item.finish_reason is None):
+            self._observer.on_token(item, self.stats)
         if item.finish_reason is not None:
             self._finish(item.finish_reason)
-        elif self._observer:
-            self._observer.on_token(item, self.stats)
         return item
+
+    def _filtered(self, original: TokenEvent, filtered: TokenEvent) -> TokenEvent:
+        if filtered.finish_reason is not None and original.finish_reason is None:
+            # The filter ended the stream: the engine must stop generating for it.
+            self.cancelled.set()
+            self.stats.finished_at = time.monotonic()
+        return filtered
 
     async def __aiter__(self) -> AsyncIterator[TokenEvent]:
         while not self._finished:

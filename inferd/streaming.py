@@ -39,6 +39,10 @@ async def send_sse(
     response = await request.respond(
         content_type=sse.CONTENT_TYPE, headers={**sse.HEADERS, **(headers or {})}
     )
+    if response.status != 200:  # a plugin's on_response replaced it with an error
+        stream.cancel()
+        await response.send(response.body, end_stream=True)
+        return
     interval = request.app.ctx.config.server.keepalive_interval
     try:
         async for first in with_keepalive(stream, interval):

@@ -57,6 +57,7 @@ class AuthPlugin(Plugin):
     name = "auth"
     Config = AuthConfig
     config: AuthConfig
+    failure_mode = "fail_closed"  # a broken check must not let callers in
 
     def __init__(self, config: AuthConfig | None = None) -> None:
         super().__init__(config)

@@ -32,6 +32,7 @@ class CorsPlugin(Plugin):
     name = "cors"
     Config = CorsConfig
     config: CorsConfig
+    sees_health_checks = True  # browser dashboards may poll /health cross-origin
 
     def _allowed(self, request: Request) -> str | None:
         origin = request.headers.get("origin")

@@ -1,4 +1,4 @@
-"""Prometheus metrics at GET /metrics, kept in one CollectorRegistry per app.
+"""Prometheus metrics at GET /metrics: the app's registry (inferd/app_metrics.py).
 
 API.md's names count requests, tokens, latency and errors; the rest are what operators
 of vLLM-class servers watch (time to first token, inter-token latency, queue time,
@@ -6,7 +6,8 @@ end-to-end latency, prompt tokens, finish reasons, and -- read at each scrape --
 and waiting requests, loaded models, stored sessions). The lifecycle hooks record them,
 so JSON, SSE and WebSocket traffic count alike, each when its stream ends.
 docs/plugins.md lists every metric. List metrics first in [plugins] enabled so that it
-also counts the requests that other plugins reject.
+also counts the requests that other plugins reject. Other plugins' metrics live in the
+same registry and are served here too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
+from inferd.app_metrics import app_metrics
 from inferd.backends.base import TokenEvent
 from inferd.plugins.base import Generation, Plugin, PluginConfig
 
@@ -64,17 +66,21 @@ class MetricsPlugin(Plugin):
     name = "metrics"
     Config = MetricsConfig
     config: MetricsConfig
+    sees_health_checks = True  # it counts them
 
     def __init__(self, config: MetricsConfig | None = None) -> None:
         super().__init__(config)
-        # Never the global registry: tests and embedders build many apps in one process.
-        self.registry = r = CollectorRegistry(auto_describe=False)
+        # Created unregistered; setup() registers them in the app's registry.
+        self._own: list[Counter | Histogram] = []
+        self.registry: CollectorRegistry | None = None
 
         def counter(name: str, doc: str, labels: Sequence[str] = LABELS) -> Counter:
-            return Counter(name, doc, labels, registry=r)
+            self._own.append(metric := Counter(name, doc, labels, registry=None))
+            return metric
 
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
-            return Histogram(name, doc, LABELS, buckets=buckets, registry=r)
+            self._own.append(metric := Histogram(name, doc, LABELS, buckets=buckets, registry=None))
+            return metric
 
         by_transport = ("model", "device", "transport")
         self.health_checks = counter("health_check_requests", "Health checks", ["endpoint"])
@@ -97,7 +103,11 @@ class MetricsPlugin(Plugin):
         self._children: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def setup(self, app: Sanic) -> None:
-        self.registry.register(LiveCollector(app))
+        metrics = app_metrics(app)
+        for metric in self._own:
+            metrics.include(metric)
+        metrics.include(LiveCollector(app))
+        self.registry = metrics.registry
         app.add_route(self.serve, self.config.path, methods=["GET"], name="metrics")
 
     async def serve(self, request: Request) -> HTTPResponse:

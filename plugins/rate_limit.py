@@ -54,6 +54,7 @@ class RateLimitPlugin(Plugin):
     name = "rate_limit"
     Config = RateLimitConfig
     config: RateLimitConfig
+    failure_mode = "fail_closed"  # a broken limiter must not lift the limit
 
     def __init__(self, config: RateLimitConfig | None = None) -> None:
         super().__init__(config)
