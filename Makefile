@@ -7,6 +7,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 ARGS   ?=
+# An outside plugin package (its own pyproject.toml), installed as users would install
+# it; `make test` runs its tests with inferd's.
+EXAMPLE := examples/inferd-guardrails
 
 .PHONY: serve test lint bench clean
 
@@ -20,7 +23,11 @@ $(BIN)/inferd: pyproject.toml
 serve: $(BIN)/inferd
 	$(BIN)/inferd serve $(if $(MODEL),--model $(MODEL),--config config.toml) $(ARGS)
 
-test: $(BIN)/inferd
+$(VENV)/.example-installed: $(BIN)/inferd $(shell find $(EXAMPLE) -name '*.py' -o -name '*.toml')
+	$(BIN)/pip install --quiet ./$(EXAMPLE)
+	touch $@
+
+test: $(BIN)/inferd $(VENV)/.example-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(ARGS)

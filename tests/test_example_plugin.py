@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import pytest
 
 from inferd.plugins.auth import key_digest
+from inferd.testing.clients import TRANSPORTS, generate
 from inferd.testing.fakes import REPLY, make_app
 from inferd.testing.live import live_server
-from tests.plugin_clients import TRANSPORTS, generate
 
 SPEC = "examples.request_id_plugin:RequestIdPlugin"
 
@@ -71,10 +70,3 @@ async def test_its_own_config_table(tmp_path, caplog):
         )
     assert response.headers["x-trace"] == "t1"
     assert audit_lines(caplog) == []
-
-
-def test_the_guide_shows_this_very_file():
-    root = Path(__file__).resolve().parents[1]
-    example = (root / "examples" / "request_id_plugin.py").read_text(encoding="utf-8")
-    guide = (root / "docs" / "plugins.md").read_text(encoding="utf-8")
-    assert f"```python\n{example}```" in guide
