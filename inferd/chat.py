@@ -20,7 +20,9 @@ async def chat_completions(request: Request) -> None:
         turn.answer += text
 
     try:
-        await send_sse(request, turn.stream, {"X-Session-Id": turn.session_id}, collect)
+        # A plugin's transform_request may have made the chat stateless (no session).
+        headers = {"X-Session-Id": turn.session_id} if turn.session_id else {}
+        await send_sse(request, turn.stream, headers, collect)
     finally:
         # Runs on completion, on failure and on disconnect alike: nothing said is lost.
         turn.record()

@@ -218,6 +218,7 @@ class RewriterConfig(PluginConfig):
     prompt_suffix: str = ""
     max_tokens: int | None = None
     replace: bool = False  # return a new ParsedRequest instead of changing it in place
+    stateless: bool = False  # drop the chat's session
 
 
 class Rewriter(Plugin):
@@ -248,6 +249,8 @@ class Rewriter(Plugin):
             last = parsed.messages[-1]
             new = dataclasses.replace(last, content=last.content + self.config.prompt_suffix)
             changes["messages"] = [*parsed.messages[:-1], new]
+        if self.config.stateless:
+            changes["session_id"] = None
         if self.config.replace:
             return dataclasses.replace(parsed, **changes)  # type: ignore[arg-type]
         for field, value in changes.items():

@@ -239,6 +239,16 @@ async def test_a_generation_knows_its_session_and_caller(tmp_path):
     assert (generation.endpoint, generation.transport) == ("chat", "sse")
 
 
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+async def test_transform_request_may_make_a_chat_stateless(tmp_path, transport):
+    app = recorder_app(tmp_path, [f"{HERE}:Rewriter"], rewriter={"stateless": True})
+    async with live_server(app) as base:
+        reply = await generate(base, transport, session_id="s1")
+    assert reply.text == REPLY
+    assert "x-session-id" not in reply.headers
+    assert app.ctx.sessions.count() == 0  # nothing stored
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_transform_request_refuses_with_an_api_error(tmp_path, transport):
     app = recorder_app(tmp_path, [f"{HERE}:Refuser"])
