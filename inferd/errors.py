@@ -23,10 +23,14 @@ class ApiError(Exception):
 
     status = 500
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        # The request field at fault, when there is one: OpenAI-style errors name it.
+        self.param = param
 
 
 class BadRequest(ApiError):
@@ -70,7 +74,13 @@ def describe_exception(
     return 500, f"internal server error (request id {request_id(request)})", {}
 
 
+def error_param(request: Request) -> str | None:
+    """The field named by the ApiError that this request's error response reports."""
+    return getattr(request.ctx, "inferd_error_param", None)
+
+
 def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
     """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
     status, message, headers = describe_exception(request, exception)
+    request.ctx.inferd_error_param = getattr(exception, "param", None)
     return error_response(status, message, headers)
