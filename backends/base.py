@@ -16,6 +16,9 @@ from typing import Literal, Protocol
 Device = Literal["cpu", "cuda", "metal"]
 # "content_filter": a plugin ended the generation (inferd/plugins/base.py, Generation.stop).
 FinishReason = Literal["stop", "length", "cancelled", "error", "content_filter"]
+# How an answer the client received whole ended: what replies report as finish_reason
+# ("content_filter": a plugin's output transform ended it, see docs/plugins.md).
+CompletedReason = Literal["stop", "length", "content_filter"]
 
 
 class BackendError(Exception):
@@ -33,6 +36,15 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1.0 disables the penalty
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # OpenAI's additive penalties (0 disables them), over the last OCCURRENCE_WINDOW
+    # tokens: presence once per token seen there, frequency once per occurrence.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+# Tokens the presence and frequency penalties look back over (prompt included), as
+# llama.cpp's penalty_last_n and mlx-lm's *_context_size do.
+OCCURRENCE_WINDOW = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
+from inferd.backends.base import (
+    OCCURRENCE_WINDOW,
+    BackendError,
+    ChatMessage,
+    ModelInfo,
+    SamplingParams,
+)
 from inferd.backends.chat_template import render_plain_chat
 
 if TYPE_CHECKING:
@@ -127,9 +133,9 @@ class MlxBackend:
             self._model,
             prompt_ids,
             self._sampler(params),
-            _logits_processors(params.repeat_penalty),
+            _logits_processors(params),
             params.seed,
-            history_window=_REPEAT_WINDOW,
+            history_window=max(_REPEAT_WINDOW, OCCURRENCE_WINDOW),
         )
 
     def step_many(self, decodings: Sequence[MlxDecoding]) -> list[int]:
@@ -199,13 +205,19 @@ class MlxBackend:
         return self._tokenizer
 
 
-def _logits_processors(repeat_penalty: float) -> list[LogitsProcessor]:
-    if repeat_penalty == 1.0:
+def _logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
+    """mlx-lm's repetition, presence and frequency penalties; [] when all are off."""
+    if (params.repeat_penalty, params.presence_penalty, params.frequency_penalty) == (1, 0, 0):
         return []  # also spares the decoding from tracking the token history
     from mlx_lm.sample_utils import make_logits_processors
 
     return make_logits_processors(
-        repetition_penalty=repeat_penalty, repetition_context_size=_REPEAT_WINDOW
+        repetition_penalty=None if params.repeat_penalty == 1.0 else params.repeat_penalty,
+        repetition_context_size=_REPEAT_WINDOW,
+        presence_penalty=params.presence_penalty,
+        presence_context_size=OCCURRENCE_WINDOW,
+        frequency_penalty=params.frequency_penalty,
+        frequency_context_size=OCCURRENCE_WINDOW,
     )
 
 

@@ -21,11 +21,11 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
-from inferd.backends.base import BackendError, SamplingParams
+from inferd.backends.base import OCCURRENCE_WINDOW, BackendError, SamplingParams
 
 
 class TorchDecoding:
-    """One generation: its KV cache, the ids the penalty needs, and its sampler."""
+    """One generation: its KV cache, the ids the penalties need, and its sampler."""
 
     def __init__(
         self,
@@ -42,9 +42,9 @@ class TorchDecoding:
         self._cache: DynamicCache | None = DynamicCache(config=model.config)
         self._kwargs = {**(forward_kwargs or {}), cache_arg: self._cache}
         self._input: torch.Tensor | None = None  # ids of the next forward
-        self._history: torch.Tensor | None = None  # prompt + generated, for the penalty
+        self._history: torch.Tensor | None = None  # prompt + generated, for the penalties
         self._length = 0
-        self._penalty, self._warpers = _make_processors(params)
+        self._penalties, self._warpers = _make_processors(params)
         self._batch: DecodeBatch | None = None  # set while the cache lives in a batch
         self._generator: torch.Generator | None = None
         if self._warpers:
@@ -81,9 +81,11 @@ class TorchDecoding:
 
     def _choose(self, scores: torch.Tensor) -> int:
         """The next token from this sequence's (1, vocab) logits, with its own sampler."""
-        if self._penalty is not None:
+        if self._penalties:
             # make tokens already in the prompt or the output less likely
-            scores = self._penalty(self._history[:, : self._length], scores)
+            seen = self._history[:, : self._length]
+            for penalty in self._penalties:
+                scores = penalty(seen, scores)
         if not self._warpers:
             # temperature 0: greedy
             token = torch.argmax(scores, dim=-1)
@@ -107,10 +109,10 @@ class TorchDecoding:
         self._input = self._history = None
 
     def _prefill_inputs(self) -> None:
-        """First step: the whole prompt goes in; the penalty's history starts as the prompt."""
+        """First step: the whole prompt goes in; the penalties' history starts as the prompt."""
         device = self._model.device
         self._input = torch.tensor([self._prompt], dtype=torch.long, device=device)
-        if self._penalty is not None:
+        if self._penalties:
             # Preallocated so each step writes one id instead of concatenating the history.
             self._history = torch.empty((1, self._capacity), dtype=torch.long, device=device)
             self._history[:, : len(self._prompt)] = self._input
@@ -199,22 +201,40 @@ def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[-2], 0))
 
 
-def _make_processors(
-    params: SamplingParams,
-) -> tuple[RepetitionPenaltyLogitsProcessor | None, list[Any]]:
-    """The repetition penalty (None when 1.0) and the sampling warpers ([] for greedy)."""
+class OccurrencePenalty:
+    """OpenAI's presence and frequency penalties, applied as mlx-lm applies them.
+
+    Over the last OCCURRENCE_WINDOW ids (prompt included), each id seen there loses
+    `presence` once and `frequency` once per occurrence from its logit. Called like a
+    transformers LogitsProcessor: (ids so far, (1, vocab) scores) -> new scores.
+    """
+
+    def __init__(self, presence: float, frequency: float) -> None:
+        self.presence = presence
+        self.frequency = frequency
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        ids, counts = torch.unique(input_ids[0, -OCCURRENCE_WINDOW:], return_counts=True)
+        penalty = self.frequency * counts.to(scores.dtype) + self.presence
+        return scores.index_add(1, ids, -penalty.unsqueeze(0))
+
+
+def _make_processors(params: SamplingParams) -> tuple[list[Any], list[Any]]:
+    """The penalties ([] when all are off) and the sampling warpers ([] for greedy)."""
     _check_params(params)
-    penalty = None
+    penalties: list[Any] = []
     if params.repeat_penalty != 1.0:
-        penalty = RepetitionPenaltyLogitsProcessor(params.repeat_penalty)
+        penalties.append(RepetitionPenaltyLogitsProcessor(params.repeat_penalty))
+    if params.presence_penalty or params.frequency_penalty:
+        penalties.append(OccurrencePenalty(params.presence_penalty, params.frequency_penalty))
     if params.temperature == 0:
-        return penalty, []
+        return penalties, []
     warpers: list[Any] = [TemperatureLogitsWarper(params.temperature)]
     if params.top_k > 0:
         warpers.append(TopKLogitsWarper(params.top_k))
     if params.top_p < 1.0:
         warpers.append(TopPLogitsWarper(params.top_p))
-    return penalty, warpers
+    return penalties, warpers
 
 
 def _check_params(params: SamplingParams) -> None:

@@ -7,10 +7,11 @@ import itertools
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
-from inferd import chat, completions, health, history, models, webui, ws
+from inferd import chat, completions, docs, health, history, models, webui, ws
 from inferd.app_metrics import AppMetrics
 from inferd.config import Config
 from inferd.errors import handle_exception
+from inferd.openai import routes as openai
 from inferd.plugin_chain import PluginChain
 from inferd.plugin_loader import load_plugins
 from inferd.registry import BackendFactory, ModelRegistry, default_backend_factory
@@ -40,7 +41,7 @@ def create_app(
     app.ctx.plugins = PluginChain(load_plugins(config))
     app.error_handler.add(Exception, handle_exception)
 
-    for routes in (health, models, completions, chat, ws, history, webui):
+    for routes in (health, models, completions, chat, ws, history, webui, openai, docs):
         routes.register(app)
     app.ctx.plugins.setup(app)
 

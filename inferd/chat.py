@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sanic import Request, Sanic
 
+from inferd.apidoc import GENERATION_ERRORS, describe
 from inferd.generation import owner_of, start_chat
 from inferd.parsed_request import from_chat
 from inferd.requests import read_json
@@ -11,7 +12,16 @@ from inferd.schemas import ChatRequest, parse_body
 from inferd.streaming import send_sse
 
 
+@describe(
+    "A chat turn with session history, streamed",
+    "chat",
+    body=ChatRequest,
+    media=("text/event-stream",),
+    headers={"X-Session-Id": "the session the turn was stored in"},
+    errors=GENERATION_ERRORS,
+)
 async def chat_completions(request: Request) -> None:
+    """SSE: one `data:` event per piece of text; `event: error` if it fails midway."""
     body = parse_body(ChatRequest, read_json(request))
     new_id = request.app.ctx.sessions.new_id()  # used when the body names no session
     turn = await start_chat(request, from_chat(body, "sse", new_id, owner_of(request)))

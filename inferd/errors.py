@@ -36,6 +36,7 @@ class ApiError(Exception):
         *,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         if isinstance(message, int):  # ApiError(status, message)
             if detail is None or status is not None:
@@ -50,6 +51,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        # The request field at fault, when there is one: OpenAI-style errors name it.
+        self.param = param
 
 
 class BadRequest(ApiError):
@@ -105,7 +108,13 @@ def describe_exception(
     return 500, f"internal server error (request id {request_id(request)})", {}
 
 
+def error_param(request: Request) -> str | None:
+    """The field named by the ApiError that this request's error response reports."""
+    return getattr(request.ctx, "inferd_error_param", None)
+
+
 def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
     """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
     status, message, headers = describe_exception(request, exception)
+    request.ctx.inferd_error_param = getattr(exception, "param", None)
     return error_response(status, message, headers)

@@ -8,6 +8,9 @@ from datetime import datetime, timezone
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
+from inferd.apidoc import describe
+from inferd.replies import HealthReply, ReadinessReply
+
 _STARTED = time.monotonic()
 
 
@@ -15,32 +18,36 @@ def _timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@describe("Liveness", "health", replies={200: HealthReply}, errors=(500,))
 async def health(request: Request) -> HTTPResponse:
-    return json(
-        {
-            "status": "ok",
-            "uptime": "running",
-            "uptime_seconds": round(time.monotonic() - _STARTED, 3),
-            "timestamp": _timestamp(),
-        }
-    )
+    uptime = round(time.monotonic() - _STARTED, 3)
+    return json(HealthReply(uptime_seconds=uptime, timestamp=_timestamp()).model_dump())
 
 
+@describe(
+    "Readiness: are the preloaded models loaded?",
+    "health",
+    replies={200: ReadinessReply, 503: ReadinessReply},
+    errors=(500,),
+)
 async def readiness(request: Request) -> HTTPResponse:
     """503 until every `preload` model is loaded; names the models that failed and why."""
     registry = request.app.ctx.registry
     states = registry.preload_states()
     errors = {label: error for label, (state, error) in states.items() if state == "failed"}
-    body: dict[str, object] = {
-        "models_available": len(registry.loaded_model_ids()),
-        "timestamp": _timestamp(),
-    }
-    if errors:
-        return json({"status": "failed", **body, "errors": errors}, status=503)
+    available, now = len(registry.loaded_model_ids()), _timestamp()
     loading = sorted(label for label, (state, _) in states.items() if state != "ready")
-    if loading:
-        return json({"status": "loading", **body, "loading": loading}, status=503)
-    return json({"status": "ready", **body})
+    if errors:
+        reply = ReadinessReply(
+            status="failed", models_available=available, timestamp=now, errors=errors
+        )
+    elif loading:
+        reply = ReadinessReply(
+            status="loading", models_available=available, timestamp=now, loading=loading
+        )
+    else:
+        reply = ReadinessReply(status="ready", models_available=available, timestamp=now)
+    return json(reply.model_dump(), status=200 if reply.status == "ready" else 503)
 
 
 def register(app: Sanic) -> None:

@@ -7,25 +7,32 @@ from urllib.parse import unquote
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
+from inferd.apidoc import COMMON_ERRORS, describe
+from inferd.replies import ModelDetail, ModelsReply
 
+
+@describe("The configured models' names", "models", replies={200: ModelsReply})
 async def list_models(request: Request) -> HTTPResponse:
-    return json({"models": [model.name for model in request.app.ctx.registry.models]})
+    names = [model.name for model in request.app.ctx.registry.models]
+    return json(ModelsReply(models=names).model_dump())
 
 
+@describe(
+    "A model by id or name", "models", replies={200: ModelDetail}, errors=(404, *COMMON_ERRORS)
+)
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
     registry = request.app.ctx.registry
     # Sanic hands over path parameters still percent-encoded ("org%2Fname").
     model = registry.find(unquote(model_id))
-    return json(
-        {
-            "id": model.id,
-            "name": model.name,
-            "context_length": registry.context_length(model),
-            "quantization": model.quantization,
-            "device": model.device,
-            "loaded_devices": registry.loaded_devices(model),
-        }
+    detail = ModelDetail(
+        id=model.id,
+        name=model.name,
+        context_length=registry.context_length(model),
+        quantization=model.quantization,
+        device=model.device,
+        loaded_devices=registry.loaded_devices(model),
     )
+    return json(detail.model_dump())
 
 
 def register(app: Sanic) -> None:

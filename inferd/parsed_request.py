@@ -29,7 +29,7 @@ class ParsedRequest:
     is stored afterwards; without one it is stateless.
     """
 
-    endpoint: str  # "completions" | "chat"
+    endpoint: str  # "completions" | "chat" | "v1.completions" | "v1.chat" (OpenAI routes)
     transport: Transport
     model: str  # as the client named it: id, name or path
     device: str | None

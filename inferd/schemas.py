@@ -101,4 +101,8 @@ def parse_body(model: type[_Model], body: Any) -> _Model:
     try:
         return model.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as error:
-        raise BadRequest("; ".join(_describe(item) for item in error.errors())) from None
+        problems = error.errors()
+        raise BadRequest(
+            "; ".join(_describe(item) for item in problems),
+            param=".".join(str(part) for part in problems[0]["loc"]) or None,
+        ) from None

@@ -1,15 +1,17 @@
-"""Sending a generation as Server-Sent Events (used by /completions and /chat/completions)."""
+"""Sending a generation as Server-Sent Events: the writer (keepalives, coalesced writes,
+cancellation) is shared; SseFrames says what the events look like on the wire."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
 
 from sanic import Request
 
 from inferd import sse
-from inferd.backends.base import TokenEvent
+from inferd.backends.base import GenerationStats, TokenEvent
 from inferd.stream import Stream
 
 
@@ -24,17 +26,54 @@ def send_immediately(request: Request) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class SseFrames(Protocol):
+    """How a stream's events become SSE text: API.md's token events, or OpenAI's chunks."""
+
+    def opening(self) -> str:
+        """Sent right after the headers ("" for nothing)."""
+        ...
+
+    def events(self, events: Sequence[TokenEvent]) -> str:
+        """Events that arrived together, as one write ("" for nothing)."""
+        ...
+
+    def closing(self, stats: GenerationStats) -> str:
+        """Sent once the generation has ended ("" for nothing)."""
+        ...
+
+
+class TokenFrames:
+    """API.md's stream: one `data:` event per piece of text, `event: error` on failure."""
+
+    def opening(self) -> str:
+        return ""
+
+    def events(self, events: Sequence[TokenEvent]) -> str:
+        chunk = []
+        for event in events:
+            if event.error is not None:
+                chunk.append(sse.named_event("error", event.error))
+            elif event.text:
+                chunk.append(sse.token_event(event.text))
+        return "".join(chunk)
+
+    def closing(self, stats: GenerationStats) -> str:
+        return ""
+
+
 async def send_sse(
     request: Request,
     stream: Stream,
     headers: dict[str, str] | None = None,
     on_text: Callable[[str], None] | None = None,
+    frames: SseFrames | None = None,
 ) -> None:
-    """Stream tokens as `data:` events; a failure midway ends with `event: error`.
+    """Stream the events as SSE (API.md's token events unless `frames` says otherwise).
 
     The generation is cancelled in `finally`: when the client disconnects, Sanic cancels
     this handler at its next await, and the engine drops the request before its next step.
     """
+    frames = frames or TokenFrames()
     send_immediately(request)
     response = await request.respond(
         content_type=sse.CONTENT_TYPE, headers={**sse.HEADERS, **(headers or {})}
@@ -45,21 +84,22 @@ async def send_sse(
         return
     interval = request.app.ctx.config.server.keepalive_interval
     try:
+        if opening := frames.opening():
+            await response.send(opening)
         async for first in with_keepalive(stream, interval):
             if first is None:
                 await response.send(sse.KEEPALIVE)
                 continue
             # Tokens that arrived while the last write was in flight go out in one write.
-            chunk = []
-            for event in (first, *stream.ready_events()):
-                if event.error is not None:
-                    chunk.append(sse.named_event("error", event.error))
-                elif event.text:
-                    if on_text:
+            events = [first, *stream.ready_events()]
+            if on_text:
+                for event in events:
+                    if event.text and event.error is None:
                         on_text(event.text)
-                    chunk.append(sse.token_event(event.text))
-            if chunk:
-                await response.send("".join(chunk))
+            if chunk := frames.events(events):
+                await response.send(chunk)
+        if closing := frames.closing(stream.stats):
+            await response.send(closing)
         await response.eof()
     finally:
         stream.cancel()

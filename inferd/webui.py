@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
+from inferd.apidoc import COMMON_ERRORS, describe
 from inferd.errors import NotFound
 
 PAGE = "index.html"
@@ -64,10 +65,18 @@ def _send(request: Request, asset: Asset) -> HTTPResponse:
     return raw(asset.body, content_type=asset.content_type, headers=headers)
 
 
+@describe("The chat page", "web page", replies={200: None, 304: None}, media=("text/html",))
 async def index(request: Request) -> HTTPResponse:
     return _send(request, request.app.ctx.web_assets[PAGE])
 
 
+@describe(
+    "The chat page's scripts and styles",
+    "web page",
+    replies={200: None, 304: None},
+    media=("text/javascript", "text/css"),
+    errors=(404, *COMMON_ERRORS),
+)
 async def static(request: Request, name: str) -> HTTPResponse:
     asset = request.app.ctx.web_assets.get(name)
     if asset is None or name == PAGE:  # the page itself lives at "/"

@@ -16,6 +16,7 @@ from sanic import Request, Sanic
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
+from inferd.apidoc import describe
 from inferd.errors import BadRequest, describe_exception
 from inferd.generation import owner_of, start_chat
 from inferd.parsed_request import from_chat
@@ -59,7 +60,17 @@ def _socket_session(request: Request) -> str:
     return chosen
 
 
+@describe(
+    "Chat over a WebSocket",
+    "chat",
+    replies={101: None},
+    media=(),
+    query={"session-id": "the socket's session when a message names none"},
+    errors=(400, 401, 426, 429, 500),
+)
 async def chat_ws(request: Request, ws: WebsocketImplProtocol) -> None:
+    """Send JSON messages with POST /chat/completions' fields; receive one text frame per
+    piece of text, then `__END__`; errors are `__ERROR__:<message>` frames."""
     try:
         session_id = _socket_session(request)
     except BadRequest as error:

@@ -22,12 +22,19 @@ from prometheus_client.exposition import choose_encoder
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
+from inferd.apidoc import describe
 from inferd.app_metrics import app_metrics
 from inferd.backends.base import TokenEvent
 from inferd.plugins.base import Generation, Plugin, PluginConfig
 
 LABELS = ("model", "device", "endpoint")
-ERROR_ENDPOINTS = {"/completions": "completions", "/chat/completions": "chat", "/chat/ws": "chat"}
+ERROR_ENDPOINTS = {
+    "/completions": "completions",
+    "/chat/completions": "chat",
+    "/chat/ws": "chat",
+    "/v1/completions": "v1.completions",
+    "/v1/chat/completions": "v1.chat",
+}
 HEALTH_ENDPOINTS = {"/health": "health", "/readiness": "readiness"}
 # Bucket bounds in seconds: per-token gaps, waits up to the first token, whole requests.
 TOKEN_GAP = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
@@ -88,6 +95,10 @@ class MetricsPlugin(Plugin):
             "completions": counter("completions_requests", "Completions queued", by_transport),
             "chat": counter("chat_completions_requests", "Chat turns queued", by_transport),
         }
+        # The OpenAI-compatible routes count as completions and chat turns too; the
+        # `endpoint` label of the other metrics tells them apart.
+        self.requests["v1.completions"] = self.requests["completions"]
+        self.requests["v1.chat"] = self.requests["chat"]
         self.errors = counter("completions_errors", "Failed requests", ["endpoint", "status"])
         self.finished = counter("requests_finished", "Generations", [*LABELS, "finish_reason"])
         # Labelled by (model, device, endpoint); children are looked up once, not per token.
@@ -110,6 +121,12 @@ class MetricsPlugin(Plugin):
         self.registry = metrics.registry
         app.add_route(self.serve, self.config.path, methods=["GET"], name="metrics")
 
+    @describe(
+        "Prometheus metrics",
+        "health",
+        media=("text/plain", "application/openmetrics-text"),
+        errors=(401, 500),
+    )
     async def serve(self, request: Request) -> HTTPResponse:
         # Text format 0.0.4 by default; OpenMetrics for scrapers that ask for it.
         encode, content_type = choose_encoder(request.headers.get("accept", ""))

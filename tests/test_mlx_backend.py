@@ -215,3 +215,12 @@ def test_step_after_close_is_an_error(owner: Owner, loaded: Loaded) -> None:
             decoding.step()
 
     owner(run)
+
+
+def test_presence_and_frequency_penalties_change_output(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    plain = owner(generate, backend, prompt, GREEDY, 48)
+    for fields in ({"presence_penalty": 1.5}, {"frequency_penalty": 1.0}):
+        penalised = SamplingParams(temperature=0.0, **fields)
+        assert owner(generate, backend, prompt, penalised, 48) != plain, fields

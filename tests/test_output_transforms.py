@@ -4,6 +4,7 @@ transport, and the client, the history and the observers all get the same text."
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import httpx
@@ -114,3 +115,23 @@ async def test_a_transform_that_fails_open_lets_the_text_through(tmp_path, caplo
     assert response.json["text"] == REPLY.upper()  # faulty skipped, upper still ran
     failures = [r for r in caplog.records if "failed in transform_output" in r.getMessage()]
     assert len(failures) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_transform_that_ends_the_answer_is_content_filter_on_v1(tmp_path, stream):
+    app = transform_app(tmp_path, "Stopper")
+    body = {"model": "fake", "messages": [{"role": "user", "content": "Hi"}], "stream": stream}
+    async with live_server(app) as base, httpx.AsyncClient(base_url=base) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    if not stream:
+        [choice] = response.json()["choices"]
+        assert choice["message"]["content"] == BEFORE_THE_BANG
+        assert choice["finish_reason"] == "content_filter"
+        return
+    events = parse_sse(response.text).events
+    chunks = [json.loads(e.data) for e in events if e.data != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == BEFORE_THE_BANG
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert response.text.rstrip().endswith("data: [DONE]")

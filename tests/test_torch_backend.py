@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from inferd.backends.base import BackendError, ChatMessage, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.torch_backend import TorchBackend, pick_device, pick_dtype
+from inferd.backends.torch_decoding import OccurrencePenalty
 
 # Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -254,3 +255,24 @@ def test_methods_before_load_raise():
         backend.encode_text("hi")
     with pytest.raises(BackendError, match="not loaded"):
         backend.start([1], GREEDY)
+
+
+def test_occurrence_penalty_counts_the_recent_window():
+    penalty = OccurrencePenalty(presence=0.5, frequency=1.0)
+    seen = torch.tensor([[7] * 10 + [1, 2, 2, 3] * 16])  # 7 is older than the last 64 ids
+    scores = penalty(seen, torch.zeros(1, 8))
+    # presence once per id seen, frequency once per occurrence
+    assert scores[0].tolist() == [0, -16.5, -32.5, -16.5, 0, 0, 0, 0]
+
+
+@pytest.mark.real_model
+def test_presence_and_frequency_penalties_change_greedy_output(stories):
+    prompt = stories.encode_text("Once upon a time")
+    greedy = generate(stories, prompt, GREEDY, 48)
+    for fields in ({"presence_penalty": 1.5}, {"frequency_penalty": 1.0}):
+        penalised = SamplingParams(temperature=0.0, repeat_penalty=1.0, **fields)
+        assert generate(stories, prompt, penalised, 48) != greedy, fields
+    # A negative penalty makes repeating more likely: never less repetitive than greedy.
+    repetitive = SamplingParams(temperature=0.0, repeat_penalty=1.0, frequency_penalty=-2.0)
+    tokens = generate(stories, prompt, repetitive, 48)
+    assert len(set(tokens)) <= len(set(greedy))

@@ -1,0 +1,244 @@
+"""The OpenAI-compatible routes: GET /v1/models, POST /v1/completions and
+POST /v1/chat/completions, as JSON or as a stream of chunks.
+
+They parse their bodies into the same ParsedRequest as API.md's routes and go through
+the same generation code (inferd/generation.py): the same plugins, backends, sessions
+and cancellation on disconnect. A chat with a `session_id` field or an `X-Session-Id`
+header is stateful: `messages` is the new turn only, and the session is the one
+/chat/history and the WebSocket see. Without one it is stateless, as OpenAI's is.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, json
+
+from inferd.apidoc import COMMON_ERRORS, GENERATION_ERRORS, describe
+from inferd.backends.base import ChatMessage
+from inferd.errors import BadRequest, InternalError
+from inferd.generation import owner_of, start_chat, start_completion
+from inferd.openai.chunks import ChatFrames, CompletionFrames
+from inferd.openai.errors import to_openai_errors
+from inferd.openai.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CompletionChoice,
+    ModelCard,
+    ModelList,
+    Usage,
+    new_id,
+    now,
+)
+from inferd.openai.schemas import (
+    CHAT_UNSUPPORTED,
+    COMPLETION_UNSUPPORTED,
+    ChatCompletionRequest,
+    TextCompletionRequest,
+    refuse_unsupported,
+)
+from inferd.parsed_request import ParsedRequest
+from inferd.requests import read_json
+from inferd.schemas import SESSION_ID_PATTERN, parse_body
+from inferd.stream import Stream
+from inferd.streaming import send_sse
+
+SESSION_HEADER = "X-Session-Id"
+_STARTED = int(time.time())  # the `created` of every model card
+
+
+def _card(request: Request, model_name: str) -> ModelCard:
+    registry = request.app.ctx.registry
+    model = registry.find(model_name)
+    return ModelCard(id=model.name, created=_STARTED, context_length=registry.context_length(model))
+
+
+@describe("OpenAI: list models", "openai", replies={200: ModelList}, openai_errors=True)
+async def list_models(request: Request) -> HTTPResponse:
+    names = [model.name for model in request.app.ctx.registry.models]
+    return json(ModelList(data=[_card(request, name) for name in names]).model_dump())
+
+
+@describe(
+    "OpenAI: retrieve a model",
+    "openai",
+    replies={200: ModelCard},
+    errors=(404, *COMMON_ERRORS),
+    openai_errors=True,
+)
+async def get_model(request: Request, model_id: str) -> HTTPResponse:
+    # Sanic hands over path parameters still percent-encoded ("org%2Fname").
+    return json(_card(request, unquote(model_id)).model_dump())
+
+
+def _parse(
+    request: Request, model: type, unsupported: dict
+) -> ChatCompletionRequest | TextCompletionRequest:
+    raw = read_json(request)
+    refuse_unsupported(raw, unsupported)
+    body = parse_body(model, raw)
+    body.check()
+    return body
+
+
+async def _drain(stream: Stream, on_text: Callable[[str], None]) -> None:
+    """Read a whole generation for a JSON reply; a failure midway is a 500."""
+    try:
+        async for event in stream:
+            if event.error is not None:
+                raise InternalError(f"generation failed: {event.error}")
+            if event.text:
+                on_text(event.text)
+    finally:
+        stream.cancel()
+
+
+def _usage(stream: Stream) -> Usage:
+    return Usage.of(stream.stats.prompt_tokens, stream.stats.generated_tokens)
+
+
+def _include_usage(body: ChatCompletionRequest | TextCompletionRequest) -> bool | None:
+    return body.stream_options.include_usage if body.stream_options else None
+
+
+@describe(
+    "OpenAI: complete a prompt",
+    "openai",
+    body=TextCompletionRequest,
+    replies={200: Completion},
+    streams="`data: {chunk}` events (the same shape, a piece of text each), then `data: [DONE]`",
+    chunk=Completion,
+    errors=GENERATION_ERRORS,
+    openai_errors=True,
+)
+async def completions(request: Request) -> HTTPResponse | None:
+    body: TextCompletionRequest = _parse(request, TextCompletionRequest, COMPLETION_UNSUPPORTED)
+    parsed = ParsedRequest(
+        endpoint="v1.completions",
+        transport="sse" if body.stream else "json",
+        model=body.model,
+        device=body.device,
+        params=body.sampling(body.max_tokens),
+        prompt=body.text,
+        owner=owner_of(request),
+    )
+    target, stream = await start_completion(request, parsed)
+    if body.stream:
+        frames = CompletionFrames(target.model.name, _include_usage(body))
+        await send_sse(request, stream, frames=frames)
+        return None
+    pieces: list[str] = []
+    await _drain(stream, pieces.append)
+    choice = CompletionChoice(text="".join(pieces), finish_reason=stream.stats.finish_reason)
+    reply = Completion(
+        id=new_id("cmpl"),
+        created=now(),
+        model=target.model.name,
+        choices=[choice],
+        usage=_usage(stream),
+    )
+    return json(reply.model_dump())
+
+
+def session_of(request: Request, body: ChatCompletionRequest) -> str | None:
+    """The session named by the body's `session_id` or the X-Session-Id header, if any."""
+    header = request.headers.get(SESSION_HEADER)
+    if header is not None and not re.fullmatch(SESSION_ID_PATTERN, header):
+        raise BadRequest(
+            f"invalid {SESSION_HEADER} header {header!r}: use 1-128 of A-Z a-z 0-9 . _ : -",
+            param=SESSION_HEADER,
+        )
+    if header is not None and body.session_id is not None and header != body.session_id:
+        raise BadRequest(
+            f"'session_id' ({body.session_id!r}) and the {SESSION_HEADER} header ({header!r}) "
+            "name different sessions; send one",
+            param="session_id",
+        )
+    return body.session_id or header
+
+
+def split_system(body: ChatCompletionRequest) -> tuple[str | None, list[ChatMessage]]:
+    """Leading system messages become the system prompt; the rest is the turn."""
+    messages = [message.to_chat() for message in body.messages]
+    lead = 0
+    while lead < len(messages) and messages[lead].role == "system":
+        lead += 1
+    if lead == len(messages):
+        raise BadRequest(
+            "'messages' holds only system messages; add a user message", param="messages"
+        )
+    system = "\n\n".join(m.content for m in messages[:lead]) if lead else None
+    return system, messages[lead:]
+
+
+@describe(
+    "OpenAI: a chat completion, stateless or in a server-side session",
+    "openai",
+    body=ChatCompletionRequest,
+    replies={200: ChatCompletion},
+    streams="`data: {chat.completion.chunk}` events, then `data: [DONE]`",
+    chunk=ChatCompletionChunk,
+    headers={SESSION_HEADER: "the session, when the request named one"},
+    request_headers={SESSION_HEADER: "a server-side session (or the `session_id` field)"},
+    errors=GENERATION_ERRORS,
+    openai_errors=True,
+)
+async def chat_completions(request: Request) -> HTTPResponse | None:
+    body: ChatCompletionRequest = _parse(request, ChatCompletionRequest, CHAT_UNSUPPORTED)
+    session_id = session_of(request, body)
+    system_prompt, messages = split_system(body)
+    parsed = ParsedRequest(
+        endpoint="v1.chat",
+        transport="sse" if body.stream else "json",
+        model=body.model,
+        device=body.device,
+        params=body.sampling(body.budget),
+        messages=messages,
+        system_prompt=system_prompt,
+        session_id=session_id,
+        owner=owner_of(request),
+    )
+    turn = await start_chat(request, parsed)
+    headers = {SESSION_HEADER: session_id} if session_id else {}
+    model_name = request.app.ctx.registry.find(body.model).name
+
+    def collect(text: str) -> None:
+        turn.answer += text
+
+    try:
+        if body.stream:
+            frames = ChatFrames(model_name, _include_usage(body))
+            await send_sse(request, turn.stream, headers, collect, frames)
+            return None
+        await _drain(turn.stream, collect)
+    finally:
+        # Runs on completion, on failure and on disconnect alike: nothing said is lost.
+        turn.record()
+    choice = ChatChoice(
+        message=AssistantMessage(content=turn.answer), finish_reason=turn.stream.stats.finish_reason
+    )
+    reply = ChatCompletion(
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=model_name,
+        choices=[choice],
+        usage=_usage(turn.stream),
+    )
+    return json(reply.model_dump(), headers=headers)
+
+
+def register(app: Sanic) -> None:
+    app.add_route(list_models, "/v1/models", methods=["GET"], name="v1_list_models")
+    app.add_route(get_model, "/v1/models/<model_id:path>", methods=["GET"], name="v1_get_model")
+    app.add_route(completions, "/v1/completions", methods=["POST"], name="v1_completions")
+    app.add_route(
+        chat_completions, "/v1/chat/completions", methods=["POST"], name="v1_chat_completions"
+    )
+    app.on_response(to_openai_errors)
