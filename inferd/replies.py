@@ -76,3 +76,17 @@ class HistoryMessage(_Reply):
 class RollbackReply(_Reply):
     status: Literal["ok"] = "ok"
     remaining: int = Field(description="messages left in the session")
+
+
+class SessionDetail(_Reply):
+    """A session's metadata (an inferd extension: the web page's sidebar and branches)."""
+
+    id: str
+    title: str | None = Field(
+        description="the renamed title, else the first user message on one line, else null"
+    )
+    created: str = Field(description="UTC, ISO 8601")
+    updated: str = Field(description="UTC, ISO 8601: the last change to the messages")
+    message_count: int
+    parent: str | None = Field(description="the session this one was forked from")
+    fork_point: int | None = Field(description="how many of the parent's messages it began with")

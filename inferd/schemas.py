@@ -8,7 +8,7 @@ integer and unknown fields are rejected by name -- because a silently ignored ty
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,6 +78,28 @@ class ChatRequest(_Body):
 
 class RollbackRequest(_Body):
     amount: int = Field(1, ge=1)
+
+
+# Session extensions beyond API.md (documented in the README).
+TITLE_MAX = 200
+
+
+class ForkRequest(_Body):
+    keep: int | None = Field(None, ge=0)  # None: every message
+
+
+class RenameRequest(_Body):
+    title: str | None = Field(max_length=TITLE_MAX)  # None: back to the default title
+
+
+class StoredMessage(_Body):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ImportRequest(_Body):
+    messages: list[StoredMessage]
+    title: str | None = Field(None, max_length=TITLE_MAX)
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -5,6 +5,11 @@ read-modify-write runs inside `transact()` so concurrent requests on one session
 several server processes sharing the directory) never lose a message. A session may
 belong to an owner (the hash of the API key that created it, see plugins/auth.py);
 sessions of another owner look exactly like missing ones.
+
+Besides its messages a session records metadata for the web page and other clients:
+when it was created and last changed, a title once renamed (None: clients show the first
+user message), and, for a fork, its parent session and how many of the parent's
+messages it started with (`fork_point`).
 """
 
 from __future__ import annotations
@@ -26,13 +31,41 @@ class Session:
     messages: list[Message] = field(default_factory=list)
     owner: str | None = None
     created: float = field(default_factory=time.time)
+    updated: float = 0.0  # last change to the messages (0: never, i.e. `created`)
+    title: str | None = None
+    parent: str | None = None
+    fork_point: int | None = None
+
+    def __post_init__(self) -> None:
+        self.updated = self.updated or self.created
+
+    def changed(self) -> None:
+        self.updated = time.time()
 
     def to_record(self) -> dict[str, Any]:
-        return {"messages": self.messages, "owner": self.owner, "created": self.created}
+        return {
+            "messages": self.messages,
+            "owner": self.owner,
+            "created": self.created,
+            "updated": self.updated,
+            "title": self.title,
+            "parent": self.parent,
+            "fork_point": self.fork_point,
+        }
 
     @classmethod
     def from_record(cls, session_id: str, record: dict[str, Any]) -> Session:
-        return cls(session_id, list(record["messages"]), record.get("owner"), record["created"])
+        # Records written before the metadata existed lack its keys.
+        return cls(
+            session_id,
+            list(record["messages"]),
+            record.get("owner"),
+            record["created"],
+            record.get("updated", 0.0),
+            record.get("title"),
+            record.get("parent"),
+            record.get("fork_point"),
+        )
 
 
 class SessionStore:
@@ -57,12 +90,16 @@ class SessionStore:
 
     def ids(self, owner: str | None = None) -> list[str]:
         """Session ids visible to `owner`, oldest first."""
+        return [session.id for session in self.sessions(owner)]
+
+    def sessions(self, owner: str | None = None) -> list[Session]:
+        """Every session visible to `owner`, oldest first."""
         sessions = []
         for key in self._cache.iterkeys():
             record = self._cache.get(key)
             if self._visible(record, owner):
-                sessions.append((record["created"], key))
-        return [key for _, key in sorted(sessions)]
+                sessions.append(Session.from_record(key, record))
+        return sorted(sessions, key=lambda session: (session.created, session.id))
 
     def count(self) -> int:
         return len(self._cache)
@@ -89,6 +126,7 @@ class SessionStore:
                     session.messages[0] = system
                 else:
                     session.messages.insert(0, system)
+                session.changed()
             if record is None or system_prompt is not None:
                 self._cache.set(session_id, session.to_record())
             return session
@@ -103,6 +141,7 @@ class SessionStore:
                 else Session(session_id, owner=owner)
             )
             session.messages.extend(messages)
+            session.changed()
             self._cache.set(session_id, session.to_record())
 
     def delete(self, session_id: str, owner: str | None = None) -> bool:
@@ -119,5 +158,48 @@ class SessionStore:
                 return None
             session = Session.from_record(session_id, record)
             del session.messages[max(0, len(session.messages) - amount) :]
+            session.changed()
             self._cache.set(session_id, session.to_record())
             return len(session.messages)
+
+    def create(
+        self, messages: list[Message], owner: str | None = None, title: str | None = None
+    ) -> Session:
+        """A new session holding `messages` (an imported conversation)."""
+        session = Session(self.new_id(), list(messages), owner, title=title)
+        self._cache.set(session.id, session.to_record())
+        return session
+
+    def fork(self, session_id: str, keep: int | None, owner: str | None = None) -> Session | None:
+        """A new session holding the first `keep` messages (all when None) of `session_id`,
+        which it records as its parent. None if there is no such session; ValueError if
+        `keep` is not between 0 and the number of messages."""
+        with self._cache.transact():
+            record = self._cache.get(session_id)
+            if not self._visible(record, owner):
+                return None
+            messages = Session.from_record(session_id, record).messages
+            keep = len(messages) if keep is None else keep
+            if not 0 <= keep <= len(messages):
+                raise ValueError(
+                    f"'keep' must be between 0 and {len(messages)} (the number of messages "
+                    f"in session {session_id!r}), got {keep}"
+                )
+            child = Session(
+                self.new_id(), messages[:keep], owner, parent=session_id, fork_point=keep
+            )
+            self._cache.set(child.id, child.to_record())
+            return child
+
+    def rename(
+        self, session_id: str, title: str | None, owner: str | None = None
+    ) -> Session | None:
+        """Set the session's title (None: back to the default); None if no such session."""
+        with self._cache.transact():
+            record = self._cache.get(session_id)
+            if not self._visible(record, owner):
+                return None
+            session = Session.from_record(session_id, record)
+            session.title = title
+            self._cache.set(session_id, session.to_record())
+            return session

@@ -7,11 +7,15 @@ is byte-for-byte the non-streamed one (except that a carriage return arrives as 
 
 from __future__ import annotations
 
+import json
 import re
+
+from inferd.backends.base import GenerationStats
 
 KEEPALIVE = ": keepalive\n\n"
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+USAGE_HEADER = "X-Include-Usage"  # request header: "true" asks for usage_comment()
 # SSE clients end a line at CRLF, LF or a lone CR: split on all three, or the text after
 # a CR would be read as a field name and dropped (SSE cannot carry CR; it arrives as LF).
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -29,3 +33,21 @@ def token_event(text: str) -> str:
 def named_event(name: str, text: str) -> str:
     """A named event, e.g. `event: error` when a stream fails midway."""
     return f"event: {name}\n" + data_lines(text) + "\n"
+
+
+def usage_comment(stats: GenerationStats) -> str:
+    """`: usage {...}`, the comment a stream ends with when the client sends
+    `X-Include-Usage: true`: the server's own token counts and timings. SSE clients
+    ignore comments, so only a client that asked looks for it."""
+    first = stats.first_token_at
+    usage = {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.generated_tokens,
+        "first_token_seconds": None if first is None else round(first - stats.queued_at, 6),
+        "decode_seconds": (
+            None
+            if first is None or stats.finished_at is None
+            else round(stats.finished_at - first, 6)
+        ),
+    }
+    return f": usage {json.dumps(usage, separators=(',', ':'))}\n\n"

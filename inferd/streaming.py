@@ -43,7 +43,12 @@ class SseFrames(Protocol):
 
 
 class TokenFrames:
-    """API.md's stream: one `data:` event per piece of text, `event: error` on failure."""
+    """API.md's stream: one `data:` event per piece of text, `event: error` on failure;
+    with `usage` (the client sent `X-Include-Usage: true`), a closing `: usage {...}`
+    comment with the server's token counts and timings (SSE clients ignore comments)."""
+
+    def __init__(self, usage: bool = False) -> None:
+        self.usage = usage
 
     def opening(self) -> str:
         return ""
@@ -58,7 +63,11 @@ class TokenFrames:
         return "".join(chunk)
 
     def closing(self, stats: GenerationStats) -> str:
-        return ""
+        return sse.usage_comment(stats) if self.usage else ""
+
+
+def wants_usage(request: Request) -> bool:
+    return request.headers.get(sse.USAGE_HEADER, "").lower() == "true"
 
 
 async def send_sse(
@@ -73,7 +82,7 @@ async def send_sse(
     The generation is cancelled in `finally`: when the client disconnects, Sanic cancels
     this handler at its next await, and the engine drops the request before its next step.
     """
-    frames = frames or TokenFrames()
+    frames = frames or TokenFrames(usage=wants_usage(request))
     send_immediately(request)
     response = await request.respond(
         content_type=sse.CONTENT_TYPE, headers={**sse.HEADERS, **(headers or {})}

@@ -1,8 +1,10 @@
-"""GET / (the built-in chat page) and GET /static/<name> (its scripts and styles).
+"""GET / (the built-in chat page) and GET /static/<path> (its scripts, styles and fonts).
 
-Everything is read from the installed `inferd.web` package data once, at start-up, into
-memory. A request can only ever get one of those shipped files by its exact name, so
-there is no filesystem path handling to get wrong ("../", encoded slashes, symlinks).
+The page is built from web/src into web/static (see web/build.mjs) and ships as the
+`inferd.web` package data. Every file of static/ is read once, at start-up, into memory,
+keyed by its path inside static/ ("app.js", "fonts/KaTeX_Main-Regular.woff2"). A request
+can only ever get one of those shipped files by its exact name, so there is no
+filesystem path handling to get wrong ("../", encoded slashes, symlinks).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import PurePosixPath
 
 from sanic import Request, Sanic
@@ -19,16 +22,20 @@ from inferd.apidoc import COMMON_ERRORS, describe
 from inferd.errors import NotFound
 
 PAGE = "index.html"
+STATIC = "static"
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".woff2": "font/woff2",
 }
 # The page loads nothing but its own /static files and talks only to this server:
-# a strict policy means a rendering bug can never run injected script.
+# a strict policy means a rendering bug can never run injected script. No inline
+# styles either: KaTeX's formulas get theirs through the CSSOM, which CSP allows.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; font-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -44,15 +51,28 @@ class Asset:
     etag: str
 
 
+def _files(folder: Traversable, prefix: str = "") -> dict[str, Traversable]:
+    """Every file under `folder`, by its "/"-separated path relative to it."""
+    found = {}
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            found.update(_files(entry, f"{prefix}{entry.name}/"))
+        elif entry.is_file():
+            found[prefix + entry.name] = entry
+    return found
+
+
 def load_assets() -> dict[str, Asset]:
-    """Every shipped .html/.css/.js file of `inferd.web`, by file name."""
+    """Every shipped file of the built page (`inferd.web`'s static/), by its path there."""
     assets = {}
-    for entry in resources.files("inferd.web").iterdir():
-        content_type = CONTENT_TYPES.get(PurePosixPath(entry.name).suffix)
-        if content_type and entry.is_file():
+    for name, entry in _files(resources.files("inferd.web") / STATIC).items():
+        content_type = CONTENT_TYPES.get(PurePosixPath(name).suffix)
+        if content_type:
             body = entry.read_bytes()
             etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-            assets[entry.name] = Asset(body, content_type, etag)
+            assets[name] = Asset(body, content_type, etag)
+    if PAGE not in assets:
+        raise RuntimeError(f"the web page is missing from inferd.web/{STATIC}: rebuild web/")
     return assets
 
 
@@ -87,4 +107,4 @@ async def static(request: Request, name: str) -> HTTPResponse:
 def register(app: Sanic) -> None:
     app.ctx.web_assets = load_assets()
     app.add_route(index, "/", methods=["GET"], name="index")
-    app.add_route(static, "/static/<name:str>", methods=["GET"], name="static")
+    app.add_route(static, "/static/<name:path>", methods=["GET"], name="static")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import httpx
@@ -307,3 +308,19 @@ async def test_client_disconnect_stops_generation_and_keeps_the_partial_answer(t
     # What had been generated before the disconnect (the endless fake repeats REPLY).
     assert len(answer) >= 3
     assert (REPLY * 10).startswith(answer)
+
+
+async def test_x_include_usage_ends_the_stream_with_a_usage_comment(tmp_path):
+    app = make_app(tmp_path)
+    _, plain = await app.asgi_client.post("/chat/completions", json=_body())
+    assert parse_sse(plain.text).comments == []  # API.md's stream, unchanged
+    _, response = await app.asgi_client.post(
+        "/chat/completions", json=_body(), headers={"X-Include-Usage": "true"}
+    )
+    stream = parse_sse(response.text)
+    assert stream.text == REPLY
+    [comment] = stream.comments
+    usage = json.loads(comment.removeprefix("usage "))
+    assert usage["completion_tokens"] == len(REPLY)  # one token per character
+    assert usage["prompt_tokens"] == len(_prompt_text(app.ctx.fake_backend))
+    assert usage["decode_seconds"] >= 0 and usage["first_token_seconds"] >= 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from inferd import sse
+from inferd.backends.base import GenerationStats
 from inferd.testing.sse import parse_sse
 
 
@@ -64,3 +67,24 @@ def test_content_type_and_headers_disable_caching_and_proxy_buffering():
     assert sse.CONTENT_TYPE.startswith("text/event-stream")
     assert sse.HEADERS["Cache-Control"] == "no-cache"
     assert sse.HEADERS["X-Accel-Buffering"] == "no"
+
+
+def test_usage_comment_reports_the_servers_counts_and_times():
+    stats = GenerationStats(
+        prompt_tokens=7, generated_tokens=3, queued_at=10.0, first_token_at=10.25, finished_at=11.0
+    )
+    framed = sse.usage_comment(stats)
+    assert framed.startswith(": usage {") and framed.endswith("}\n\n")
+    stream = parse_sse(framed)
+    assert stream.events == []  # a comment: SSE clients that did not ask never see it
+    assert json.loads(stream.comments[0].removeprefix("usage ")) == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "first_token_seconds": 0.25,
+        "decode_seconds": 0.75,
+    }
+
+
+def test_usage_comment_without_a_first_token_has_no_timings():
+    usage = sse.usage_comment(GenerationStats(prompt_tokens=2))
+    assert '"first_token_seconds":null,"decode_seconds":null' in usage

@@ -1,11 +1,10 @@
-// The advanced settings panel: sampling sliders, system prompt, stop sequences, device
-// and API key. Values persist in localStorage and map onto the kebab-case fields of
-// POST /chat/completions.
+// The advanced settings panel: sampling sliders, system prompt, stop sequences and
+// device (the API key is auth.js's). Values persist in localStorage and map onto the
+// kebab-case fields of POST /chat/completions.
 
 import { el, loadJson, saveJson } from "./ui.js";
 
 const STORE = "inferd.settings";
-const KEY_STORE = "inferd.apiKey";
 
 // One row per slider; `field` is the chat request field. Defaults follow API.md.
 // top-p starts at 0.01 because the server requires top-p > 0.
@@ -23,23 +22,18 @@ const SLIDERS = [
 ];
 
 export class Settings {
-  constructor(root, onKeyChange) {
+  constructor(root) {
     this.root = root;
-    this.onKeyChange = onKeyChange;
     this.inputs = {};
     this.systemPrompt = root.querySelector("#system-prompt");
     this.stop = root.querySelector("#stop");
     this.device = document.querySelector("#device");
-    this.key = root.querySelector("#api-key");
     this.buildSliders(root.querySelector("#sliders"));
     this.restore(loadJson(STORE, {}));
-    this.key.value = localStorage.getItem(KEY_STORE) || "";
-    root.addEventListener("input", () => this.save());
+    for (const field of [this.systemPrompt, this.stop, root.querySelector("#sliders")]) {
+      field.addEventListener("input", () => this.save());
+    }
     this.device.addEventListener("change", () => this.save());
-    this.key.addEventListener("change", () => {
-      localStorage.setItem(KEY_STORE, this.key.value.trim());
-      this.onKeyChange();
-    });
     root.querySelector("#reset-settings").addEventListener("click", () => {
       this.restore({});
       this.save();
@@ -80,10 +74,6 @@ export class Settings {
     for (const { spec, input } of Object.values(this.inputs)) values[spec.field] = Number(input.value);
     saveJson(STORE, { ...values, systemPrompt: this.systemPrompt.value,
       stop: this.stop.value, device: this.device.value });
-  }
-
-  apiKey() {
-    return this.key.value.trim();
   }
 
   // The sampling part of a chat request body; optional fields only when set, so the

@@ -1,7 +1,8 @@
 // Small DOM helpers shared by the page's modules.
 //
-// Everything on the page is built with createElement + textContent: model output and
-// session data never pass through innerHTML, so no response can inject markup.
+// The page is built with createElement + textContent: session data never passes
+// through innerHTML. Model output goes through the markdown renderer (markdown/), whose
+// HTML is sanitised before it reaches the page.
 
 // el("button", {class: "btn", title: "Copy", onclick: f}, [icon("copy"), "Copy"])
 export function el(tag, attrs = {}, children = []) {
@@ -36,6 +37,17 @@ const ICONS = {
   menu: ["M3 6h18", "M3 12h18", "M3 18h18"],
   x: ["M18 6L6 18", "M6 6l12 12"],
   chat: ["M21 15a2 2 0 01-2 2H7l-4 4V5a2 2 0 012-2h14a2 2 0 012 2z"],
+  upload: ["M21 15v4a2 2 0 01-2 2H5a2 2 0 01-2-2v-4", "M17 8l-5-5-5 5", "M12 3v12"],
+  search: ["M11 19a8 8 0 100-16 8 8 0 000 16z", "M21 21l-4.35-4.35"],
+  sun: ["M12 17a5 5 0 100-10 5 5 0 000 10z", "M12 1v2", "M12 21v2", "M4.2 4.2l1.4 1.4",
+    "M18.4 18.4l1.4 1.4", "M1 12h2", "M21 12h2", "M4.2 19.8l1.4-1.4", "M18.4 5.6l1.4-1.4"],
+  moon: ["M21 12.8A9 9 0 1111.2 3a7 7 0 009.8 9.8z"],
+  left: ["M15 18l-6-6 6-6"],
+  right: ["M9 18l6-6-6-6"],
+  branch: ["M6 3v12", "M18 9a3 3 0 100-6 3 3 0 000 6z", "M6 21a3 3 0 100-6 3 3 0 000 6z",
+    "M18 9a9 9 0 01-9 9"],
+  key: ["M21 2l-2 2", "M15.5 7.5l3 3L22 7l-3-3", "M11.4 12.6a5.5 5.5 0 11-7.8 7.8 5.5 5.5 0 017.8-7.8z",
+    "M11.4 12.6L19 5"],
 };
 
 export function icon(name) {
@@ -97,6 +109,20 @@ export function download(name, text, type) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+// "3 min ago", "yesterday", "12 Mar": how long ago an ISO time was, for the sidebar.
+export function ago(iso, now = Date.now()) {
+  const then = Date.parse(iso);
+  const minutes = Math.round((now - then) / 60000);
+  if (!(minutes >= 1)) return "just now";
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return `${hours} h ago`;
+  const days = Math.round(hours / 24);
+  if (days === 1) return "yesterday";
+  if (days < 7) return `${days} days ago`;
+  return new Date(then).toLocaleDateString(undefined, { day: "numeric", month: "short" });
 }
 
 // Read/write JSON in localStorage without letting a corrupt entry break the page.

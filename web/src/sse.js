@@ -3,7 +3,8 @@
 // Follows the SSE spec where inferd relies on it: events end at a blank line, the
 // `data:` lines of one event are joined with "\n" (a token containing a newline arrives
 // as several data lines), exactly one space after the colon is stripped (a token's own
-// leading space must survive), and comment lines such as ": keepalive" are ignored.
+// leading space must survive). Comment lines (": keepalive", and the ": usage {...}"
+// inferd ends a stream with when asked to) come back as {comment} items, in order.
 
 export class SseParser {
   constructor() {
@@ -16,7 +17,8 @@ export class SseParser {
     this.dataLines = [];
   }
 
-  // Feed decoded text (any chunking); returns the events completed by it.
+  // Feed decoded text (any chunking); returns the events ({event, data}) and comments
+  // ({comment}) completed by it.
   feed(text) {
     this.buffer += text;
     const events = [];
@@ -30,10 +32,10 @@ export class SseParser {
     return events;
   }
 
-  // One complete line; returns an event when the line ends one.
+  // One complete line; returns an event when the line ends one, or a comment.
   line(line) {
     if (line === "") return this.dispatch();
-    if (line.startsWith(":")) return null; // comment, e.g. ": keepalive"
+    if (line.startsWith(":")) return { comment: line.slice(1).replace(/^ /, "") };
     const colon = line.indexOf(":");
     const field = colon === -1 ? line : line.slice(0, colon);
     let value = colon === -1 ? "" : line.slice(colon + 1);

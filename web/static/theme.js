@@ -1,0 +1,1 @@
+(()=>{try{localStorage.getItem("inferd.theme")==="light"&&(document.documentElement.dataset.theme="light")}catch{}})();
