@@ -1,42 +1,33 @@
-"""Headless Chromium driven over the Chrome DevTools Protocol (CDP), for the web page test.
+"""Headless Chromium for the web page's tests, driven by Playwright.
 
-No Selenium or Playwright: Chromium starts with `--remote-debugging-port=0`, prints
-"DevTools listening on ws://..." on stderr, and commands go over that WebSocket with the
-`websockets` package. One page (a flattened CDP session) is enough for these tests.
+Debian's `chromium` is launched directly (`executable_path`), so Playwright never
+downloads a browser. Each test module gets one browser (the module-scoped `browser`
+fixture, registered from conftest.py); each test opens its own context (fresh storage)
+and page with `open_page`. Without Chromium the tests skip, saying why -- unless
+INFERD_REQUIRE_BROWSER=1 (set by .ci/run), when they fail instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import itertools
 import json
 import os
-import re
 import shutil
-import signal
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-import websockets
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",  # CI containers run as root, where the sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
-)
-LISTENING = re.compile(r"DevTools listening on (ws://\S+)")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# What the page shows once an answer has finished streaming, else null.
+LAST_ANSWER = """() => {
+  const done = document.querySelector('.msg.assistant:last-child:not(.streaming) .msg-content');
+  return !document.body.classList.contains('streaming') && done ? done.innerText : null;
+}"""
 
 
 def find_chromium() -> str | None:
@@ -46,164 +37,86 @@ def find_chromium() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-class CdpError(RuntimeError):
-    pass
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for the whole test module."""
+    chromium = find_chromium()
+    if chromium is None:
+        reason = "no Chromium found (apt-get install chromium, or set INFERD_CHROMIUM)"
+        if os.environ.get("INFERD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"INFERD_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium)
+        yield launched
+        await launched.close()
 
 
-class Page:
-    """One browser tab: send CDP commands, evaluate JavaScript, type, screenshot."""
+@dataclass
+class WebPage:
+    """A page of the chat app, with the errors its console reported."""
 
-    def __init__(self, socket: Any, session_id: str, ids: itertools.count) -> None:
-        self.socket = socket
-        self.session_id = session_id
-        self.ids = ids
-        self.errors: list[str] = []  # uncaught exceptions and console errors
+    page: Page
+    errors: list[str] = field(default_factory=list)
 
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        return await command(self.socket, self.ids, method, params, self.session_id, self.errors)
+    def note(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
 
-    async def send_browser(self, method: str, **params: Any) -> dict[str, Any]:
-        """A command for the browser itself, e.g. Browser.setDownloadBehavior."""
-        return await command(self.socket, self.ids, method, params, None, self.errors)
+    def unexpected_errors(self) -> list[str]:
+        """Console errors other than the failed requests a test provoked on purpose
+        (Chromium logs each 4xx/5xx itself). A CSP violation would show up here."""
+        return [e for e in self.errors if not e.startswith("Failed to load resource")]
 
-    async def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression (promises awaited)."""
-        reply = await self.send(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        if "exceptionDetails" in reply:
-            details = reply["exceptionDetails"]
-            raise CdpError(details.get("exception", {}).get("description") or details["text"])
-        return reply["result"].get("value")
+    async def ready(self) -> None:
+        await self.page.wait_for_selector("body.ready")
 
-    async def wait_for(self, expression: str, timeout: float = 5.0) -> Any:
-        """Poll until `expression` is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for: {expression}")
-            await asyncio.sleep(0.05)
+    async def send(self, text: str) -> None:
+        await self.page.fill("#prompt", text)
+        await self.page.press("#prompt", "Enter")
 
-    async def type(self, text: str) -> None:
-        """Type into the focused element, as an IME commit would (fires `input`)."""
-        await self.send("Input.insertText", text=text)
+    async def answer(self, timeout: float = 10_000) -> str:
+        """The last answer's text once it has finished streaming."""
+        handle = await self.page.wait_for_function(LAST_ANSWER, timeout=timeout)
+        return await handle.json_value()
 
-    async def press(self, key: str, code: int) -> None:
-        for kind in ("keyDown", "keyUp"):
-            await self.send(
-                "Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code
-            )
+    async def banner(self) -> str:
+        await self.page.wait_for_selector("#banner:not([hidden])")
+        return await self.page.inner_text("#banner-text")
 
-    async def click(self, selector: str) -> None:
-        await self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
-
-    async def screenshot(self, path: Path | str) -> None:
-        reply = await self.send("Page.captureScreenshot", format="png")
-        Path(path).write_bytes(base64.b64decode(reply["data"]))
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(expression, arg)
 
 
-async def command(
-    socket: Any,
-    ids: itertools.count,
-    method: str,
-    params: dict[str, Any],
-    session_id: str | None = None,
-    errors: list[str] | None = None,
-) -> dict[str, Any]:
-    """Send one CDP command and wait for its reply, noting error events seen meanwhile."""
-    message: dict[str, Any] = {"id": next(ids), "method": method, "params": params}
-    if session_id:
-        message["sessionId"] = session_id
-    await socket.send(json.dumps(message))
-    while True:
-        reply = json.loads(await socket.recv())
-        if reply.get("id") == message["id"]:
-            if "error" in reply:
-                raise CdpError(f"{method}: {reply['error'].get('message')}")
-            return reply["result"]
-        if errors is not None:
-            note_error(reply, errors)
-
-
-def note_error(event: dict[str, Any], errors: list[str]) -> None:
-    params = event.get("params", {})
-    if event.get("method") == "Runtime.exceptionThrown":
-        details = params["exceptionDetails"]
-        errors.append(details.get("exception", {}).get("description") or details["text"])
-    elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
-        errors.append(params["entry"]["text"])
-
-
-async def devtools_url(log: Path, process: asyncio.subprocess.Process, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = LISTENING.search(log.read_text(errors="replace"))
-        if match:
-            return match.group(1)
-        if process.returncode is not None:
-            break
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"chromium did not start; its stderr:\n{log.read_text(errors='replace')}")
-
-
-@contextlib.asynccontextmanager
-async def chromium_page(
-    binary: str, url: str, workdir: Path, width: int = 1280, height: int = 800
-) -> AsyncIterator[Page]:
-    """A headless Chromium with one page open at `url`; the browser is closed on exit."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "chromium.log"
-    # stderr goes to a file, not a pipe: nobody drains a pipe once the port is read.
-    with log.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            *FLAGS,
-            f"--user-data-dir={workdir / 'profile'}",
-            "about:blank",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,  # its own process group: renderers go down with it
-        )
-    closing = False
+@asynccontextmanager
+async def open_page(
+    browser: Browser, url: str, *, phone: bool = False, **options: Any
+) -> AsyncIterator[WebPage]:
+    """A fresh context (storage, permissions) with one page at `url`, closed on exit."""
+    settings: dict[str, Any] = {"viewport": PHONE if phone else DESKTOP, "accept_downloads": True}
+    if phone:
+        settings.update(is_mobile=True, has_touch=True, device_scale_factor=2)
+    context = await browser.new_context(**settings, **options)
     try:
-        endpoint = await devtools_url(log, process, timeout=15)
-        async with websockets.connect(endpoint, max_size=None) as socket:
-            ids = itertools.count(1)
-            target = await command(socket, ids, "Target.createTarget", {"url": "about:blank"})
-            attached = await command(
-                socket,
-                ids,
-                "Target.attachToTarget",
-                {"targetId": target["targetId"], "flatten": True},
-            )
-            page = Page(socket, attached["sessionId"], ids)
-            for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-                await page.send(domain)
-            await page.send(
-                "Emulation.setDeviceMetricsOverride",
-                width=width,
-                height=height,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            await page.send("Page.navigate", url=url)
-            yield page
-            with contextlib.suppress(Exception):
-                closing = True
-                await command(socket, ids, "Browser.close", {})
+        page = await context.new_page()
+        web = WebPage(page)
+        page.on("console", web.note)
+        page.on("pageerror", lambda error: web.errors.append(f"uncaught: {error}"))
+        await page.goto(url)
+        yield web
     finally:
-        await stop(process, grace=5 if closing else 0)
+        await context.close()
 
 
-async def stop(process: asyncio.subprocess.Process, grace: float) -> None:
-    """Wait up to `grace` seconds for Chromium to exit, then kill its process group."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(process.wait(), timeout=grace or 0.001)
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
+async def download_text(web: WebPage, selector: str) -> tuple[str, str]:
+    """Click `selector`, which downloads a file: its suggested name and its text."""
+    async with web.page.expect_download() as info:
+        await web.page.click(selector)
+    download = await info.value
+    path = await download.path()
+    return download.suggested_filename, path.read_text(encoding="utf-8")
+
+
+def js(value: Any) -> str:
+    """A Python value as a JavaScript literal."""
+    return json.dumps(value)

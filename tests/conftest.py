@@ -18,6 +18,9 @@ from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForC
 
 from tests.owner import Owner
 
+# The module-scoped `browser` fixture of the web page's tests (tests/test_web_*.py).
+pytest_plugins = ["tests.browser"]
+
 
 @pytest.fixture(scope="session")
 def shared_models() -> Path:

@@ -45,6 +45,7 @@ export class Chat {
   async refreshSessions() {
     this.details = await this.page.api.sessions();
     this.page.sidebar.show(this.details, this.sessionId);
+    this.renderTitle();
     if (!this.turn) this.renderMessages(); // the branch switchers depend on the list
   }
 
@@ -105,13 +106,15 @@ export class Chat {
 
   // ---- turns -----------------------------------------------------------------------
 
-  async send(prompt, forkedFrom = null) {
+  // fork: {from, messages} when this turn continues a branch just forked from session
+  // `from`, whose conversation was `messages`.
+  async send(prompt, fork = null) {
     const model = $("#model").value;
     if (!model) return this.page.banner.show("No model to send to: check the connection and API key.");
     this.page.banner.clear();
     const body = { "model-name": model, prompt, ...this.page.settings.chatFields() };
     if (this.sessionId) body["session-id"] = this.sessionId;
-    const turn = this.startTurn(prompt, body["system-prompt"], forkedFrom);
+    const turn = this.startTurn(prompt, body["system-prompt"], fork);
     try {
       await this.page.api.streamChat(body, {
         signal: turn.controller.signal,
@@ -129,16 +132,16 @@ export class Chat {
     await this.finishTurn(turn);
   }
 
-  startTurn(prompt, systemPrompt, forkedFrom) {
-    const before = this.messages;
-    const messages = [...before];
+  startTurn(prompt, systemPrompt, fork) {
+    const messages = [...this.messages];
     // The server puts a given system prompt first, replacing any earlier one.
     if (systemPrompt !== undefined) {
       if (messages[0]?.role === "system") messages.shift();
       messages.unshift({ role: "system", content: systemPrompt });
     }
     messages.push({ role: "user", content: prompt });
-    const turn = new Turn(prompt, { before, forkedFrom, onPaint: () => this.painted() });
+    const turn = new Turn(prompt, { before: fork?.messages ?? this.messages,
+      forkedFrom: fork?.from ?? null, onPaint: () => this.painted() });
     Object.assign(this, { messages, turn, editing: null, lastStats: null });
     this.render();
     this.scrollToBottom();
@@ -221,12 +224,12 @@ export class Chat {
   async branch(index, prompt) {
     if (!this.idle) return;
     this.editing = null;
-    let forkedFrom = null;
+    let fork = null;
     if (this.sessionId) {
       this.busy = true;
       try {
         const child = await this.page.api.fork(this.sessionId, index);
-        forkedFrom = this.sessionId;
+        fork = { from: this.sessionId, messages: this.messages };
         this.show(child.id, this.messages.slice(0, index));
       } catch (error) {
         this.page.report(error);
@@ -235,7 +238,7 @@ export class Chat {
         this.busy = false;
       }
     }
-    await this.send(prompt, forkedFrom);
+    await this.send(prompt, fork);
   }
 
   regenerate() {
@@ -270,6 +273,10 @@ export class Chat {
     button.classList.toggle("stop", streaming);
     this.renderCounter(this.turn ? turnStats(this.turn) : this.lastStats);
     this.page.sidebar.show(this.details, this.sessionId);
+    this.renderTitle();
+  }
+
+  renderTitle() {
     const title = this.details.find((s) => s.id === this.sessionId)?.title;
     document.title = `${title || "New chat"} · inferd`;
   }
