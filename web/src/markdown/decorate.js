@@ -6,9 +6,13 @@ import katex from "katex";
 import { copyText, el, icon } from "../ui.js";
 
 // trust: false turns off \href, \url, \includegraphics and \html*: a formula is text.
-const KATEX = { throwOnError: false, trust: false, strict: "ignore", maxSize: 50, maxExpand: 1000 };
+// Errors are shown here rather than by KaTeX, whose error span has an inline style
+// attribute (the CSP refuses it).
+const KATEX = { throwOnError: true, trust: false, strict: "ignore", maxSize: 50, maxExpand: 1000 };
 
 export function decorate(root) {
+  // A link whose address the sanitiser refused is just its text.
+  for (const link of root.querySelectorAll("a:not([href])")) link.replaceWith(...link.childNodes);
   for (const node of root.querySelectorAll(".math")) typeset(node);
   for (const block of root.querySelectorAll(".code")) addCodeHeader(block);
 }
@@ -17,8 +21,10 @@ function typeset(node) {
   const tex = node.textContent;
   try {
     katex.render(tex, node, { ...KATEX, displayMode: node.dataset.display === "block" });
-  } catch {
-    node.textContent = tex; // KaTeX reports bad TeX inline; anything else shows the source
+  } catch (error) {
+    // Unfinished or invalid TeX (common while an answer streams): show the source.
+    node.replaceChildren(el("code", { class: "math-error", title: String(error.message ?? error),
+      text: tex }));
   }
 }
 
