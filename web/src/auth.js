@@ -47,7 +47,8 @@ export class KeyControls {
   save(key, remember) {
     this.store.set(key.trim(), remember);
     this.dismissed = null;
-    this.showStored();
+    this.field.value = this.store.get();
+    this.remember.checked = remember; // the choice stands, even before there is a key
     this.onChange();
   }
 
@@ -58,7 +59,7 @@ export class KeyControls {
       ? `The server answered: ${message}.`
       : "This server needs an API key.";
     this.input.value = "";
-    this.dialogRemember.checked = this.store.remembered();
+    this.dialogRemember.checked = this.remember.checked;
     this.dialog.returnValue = "";
     this.dialog.showModal();
     this.input.focus();

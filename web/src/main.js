@@ -16,7 +16,8 @@ import { parseImport, save } from "./transfer.js";
 import { el, icon } from "./ui.js";
 
 // The shipped renderer, for the browser tests and benchmarks/bench_web_render.py.
-export { MarkdownView, renderMarkdown, splitBlocks } from "./markdown/view.js";
+export { MarkdownView, renderFresh, renderMarkdown, splitBlocks } from "./markdown/view.js";
+export { RENDER_MEASURE } from "./turn.js";
 export { SseParser } from "./sse.js";
 
 const $ = (selector) => document.querySelector(selector);

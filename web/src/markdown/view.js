@@ -64,11 +64,19 @@ export function renderMarkdown(text) {
   return fragment;
 }
 
+// The whole text rendered from scratch, no cache: what a page that re-renders everything
+// on every token does (benchmarks/bench_web_render.py compares MarkdownView with it).
+export function renderFresh(text) {
+  const fragment = sanitize(md.render(text.replace(/\r\n?/g, "\n")));
+  decorate(fragment);
+  return fragment;
+}
+
 // A text that grows: update() re-renders only the blocks that changed.
 export class MarkdownView {
   constructor(element) {
     this.element = element;
-    this.blocks = []; // [{key, nodes}] in document order
+    this.blocks = []; // [{key, nodes, cached}] in document order
   }
 
   // `final`: the text is complete, so its last block may be cached too.
@@ -82,10 +90,16 @@ export class MarkdownView {
       const growing = !final && same + offset === blocks.length - 1;
       const nodes = renderBlock(block, !growing);
       this.element.append(...nodes);
-      return { key: block.key, nodes };
+      return { key: block.key, nodes, cached: !growing };
     });
     this.blocks = [...this.blocks.slice(0, same), ...fresh];
-    const last = this.blocks.at(-1);
-    if (final && last && !cache.has(last.key)) remember(last.key, last.nodes);
+    // A block rendered while it was still growing is finished once another follows it
+    // (or the text is final): cache it now, so re-rendering the whole answer is cheap.
+    const finished = final ? this.blocks.length : this.blocks.length - 1;
+    for (const block of this.blocks.slice(0, finished)) {
+      if (block.cached) continue;
+      remember(block.key, block.nodes);
+      block.cached = true;
+    }
   }
 }
