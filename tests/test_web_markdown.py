@@ -22,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 RENDER = """async (text) => {
   const { renderMarkdown } = await import('/static/app.js');
   const box = document.createElement('div');
-  box.className = 'msg-content';
+  box.className = 'msg-content rendered';
   document.body.append(box);
   box.append(renderMarkdown(text));
   return box.innerHTML;
@@ -116,13 +116,25 @@ XSS_CORPUS = [
 ]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def page(browser, tmp_path_factory) -> AsyncIterator[WebPage]:
+    """One page for the module: each test renders into a fresh element of it."""
+    app = make_app(tmp_path_factory.mktemp("markdown"))
+    async with live_server(app) as base, open_page(browser, f"{base}/") as web:
+        await web.ready()
+        await web.evaluate(TRAPS)
+        yield web
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def web(browser, tmp_path) -> AsyncIterator[WebPage]:
-    app = make_app(tmp_path)
-    async with live_server(app) as base, open_page(browser, f"{base}/") as page:
-        await page.ready()
-        await page.evaluate(TRAPS)
-        yield page
+async def web(page: WebPage) -> WebPage:
+    """The module's page, cleared of earlier tests' renders and flags."""
+    await page.evaluate(
+        "() => { document.querySelectorAll('.rendered').forEach((n) => n.remove());"
+        " window.__pwned = null; window.__violations = []; }"
+    )
+    page.errors.clear()
+    return page
 
 
 async def render(web: WebPage, text: str) -> str:
