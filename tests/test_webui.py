@@ -43,8 +43,8 @@ def test_the_built_page_is_shipped_whole() -> None:
     """The page, its bundle, its stylesheet and every font the stylesheet names."""
     page = WEB.joinpath(PAGE).read_text(encoding="utf-8")
     wanted = set(re.findall(r'"/static/([^"]+)"', page))
-    assert wanted == {"theme.js", "app.css", "app.js"}
-    css = WEB.joinpath("app.css").read_text(encoding="utf-8")
+    assert wanted == {"theme.js", "style.css", "app.js"}
+    css = WEB.joinpath("style.css").read_text(encoding="utf-8")
     fonts = set(re.findall(r'url\("?\./([^")]+)"?\)', css))
     assert fonts  # KaTeX's, self-hosted
     assert all(font.startswith("fonts/") and font.endswith(".woff2") for font in fonts)

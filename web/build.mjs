@@ -37,7 +37,7 @@ const oneKatex = {
 
 await rm(OUT, { recursive: true, force: true });
 const page = await esbuild.build({
-  entryPoints: { app: "src/main.js" }, // imports styles/app.css -> static/app.css
+  entryPoints: { app: "src/main.js", style: "src/styles/app.css" },
   bundle: true,
   format: "esm", // app.js exports its renderer, for the browser tests and the benchmark
   target: ["chrome111", "firefox115", "safari16.4"],
@@ -65,7 +65,7 @@ await esbuild.build({
 });
 await copyFile("src/index.html", `${OUT}/index.html`);
 
-for (const name of ["index.html", "theme.js", "app.js", "app.css"]) {
+for (const name of ["index.html", "theme.js", "app.js", "style.css"]) {
   const body = await readFile(`${OUT}/${name}`);
   const kib = (bytes) => `${(bytes / 1024).toFixed(1)} KiB`;
   console.log(`${name.padEnd(11)} ${kib(body.length).padStart(10)}  gzip ${kib(gzipSync(body, { level: 9 }).length)}`);

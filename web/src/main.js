@@ -3,7 +3,6 @@
 // (the sidebar), branches.js (versions of a turn), settings.js, status.js, theme.js,
 // transfer.js (export/import), markdown/ (rendering).
 
-import "./styles/app.css";
 import { Api } from "./api.js";
 import { KeyControls, KeyStore } from "./auth.js";
 import { Chat } from "./chat.js";
