@@ -9,7 +9,8 @@ one run:
    re-renders it as tokens arrive (at most once per animation frame). Reported: the
    page's own render times (its "inferd:render" User Timing measures), frame intervals
    seen by a requestAnimationFrame loop, frames over 50 ms, and the browser's long
-   animation frames (which include style and layout).
+   animation frames (which include style and layout) -- beside the same page left idle
+   for as long, whose late frames are the machine's, not the renderer's.
 2. Re-rendering on every token, synthetically: the answer is fed to the page's renderer
    one token at a time, 4,000 updates, with MarkdownView (what the page uses: only
    changed blocks are redone) and, interleaved every --full-every tokens, with a full
@@ -105,10 +106,12 @@ class ChunkDecoding:
 WATCH = """() => {
   window.__frames = [];
   window.__loaf = [];
-  window.__watching = true;
+  const watch = (window.__watch ?? 0) + 1; // a new watch ends the loop of the last one
+  window.__watch = watch;
   const tick = (now) => {
+    if (window.__watch !== watch) return;
     window.__frames.push(now);
-    if (window.__watching) requestAnimationFrame(tick);
+    requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
   if (PerformanceObserver.supportedEntryTypes.includes('long-animation-frame')) {
@@ -118,12 +121,16 @@ WATCH = """() => {
   }
 }"""
 COLLECT = """async () => {
-  window.__watching = false;
+  window.__watch += 1;
   const { RENDER_MEASURE } = await import('/static/app.js');
   const renders = performance.getEntriesByName(RENDER_MEASURE).map((e) => e.duration);
   const frames = window.__frames;
   const gaps = frames.slice(1).map((t, i) => t - frames[i]);
-  return { renders, gaps, loaf: window.__loaf,
+  // Where the long frames fell, as a fraction of the watched time (0: start, 1: end).
+  const span = frames.at(-1) - frames[0];
+  const late = gaps.map((gap, i) => [gap, (frames[i] - frames[0]) / span])
+    .filter(([gap]) => gap > 50).map(([, at]) => Math.round(at * 100) / 100);
+  return { renders, gaps, late, loaf: window.__loaf,
            supported: PerformanceObserver.supportedEntryTypes.includes('long-animation-frame') };
 }"""
 # In the page: update a MarkdownView token by token; every `every` tokens, also time a
@@ -188,6 +195,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await route.continue_(post_data=json.dumps(body))
 
         await page.route("**/chat/completions", more_tokens)
+        # A control: the same page, idle, for as long as the stream will take. On a busy
+        # machine frames are late without any work from the page; this counts those.
+        await page.evaluate(WATCH)
+        await page.wait_for_timeout(tokens * args.token_ms)
+        idle = await page.evaluate(COLLECT)
         await page.evaluate(WATCH)
         await page.fill("#prompt", "Write the long answer")
         await page.press("#prompt", "Enter")
@@ -200,7 +212,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         rows = await page.evaluate(SYNTHETIC, [backend.chunks, args.full_every])
         await browser.close()
-    return {"tokens": tokens, "chars": len(answer), "counter": shown, "live": live, "rows": rows}
+    return {
+        "tokens": tokens,
+        "chars": len(answer),
+        "counter": shown,
+        "idle": idle,
+        "live": live,
+        "rows": rows,
+    }
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -218,7 +237,15 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"   render time:    {describe(renders)}")
     gaps = live["gaps"]
     print(f"   frame interval: {describe(gaps)}")
-    print(f"   frames over 50 ms: {sum(g > 50 for g in gaps)} of {len(gaps)}")
+    idle = result["idle"]["gaps"]
+    print(
+        f"   frames over 50 ms: {sum(g > 50 for g in gaps)} of {len(gaps)}, "
+        f"at {live['late']} of the stream"
+    )
+    print(
+        f"   control, the idle page for as long: frame interval {describe(idle)}; "
+        f"frames over 50 ms: {sum(g > 50 for g in idle)} of {len(idle)}"
+    )
     if live["supported"]:
         loaf = live["loaf"]
         worst = max((blocking for _, blocking in loaf), default=0.0)

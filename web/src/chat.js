@@ -25,6 +25,7 @@ export class Chat {
     this.editing = null; // index of the user message being edited
     this.busy = false; // a fork or a session load is in flight
     this.lastStats = null;
+    this.shownVariants = null; // what the switchers on screen show, to skip needless redraws
     this.following = true; // the view is at the bottom: keep it there as text arrives
     $("#chat").addEventListener("scroll", () => { this.following = this.nearBottom; });
     this.hooks = {
@@ -46,7 +47,8 @@ export class Chat {
     this.details = await this.page.api.sessions();
     this.page.sidebar.show(this.details, this.sessionId);
     this.renderTitle();
-    if (!this.turn) this.renderMessages(); // the branch switchers depend on the list
+    // The branch switchers depend on the list: redraw if they changed (only they can).
+    if (!this.turn && JSON.stringify(this.variants()) !== this.shownVariants) this.renderMessages();
   }
 
   async open(id) {
@@ -281,16 +283,23 @@ export class Chat {
     document.title = `${title || "New chat"} · inferd`;
   }
 
-  renderMessages() {
+  // The versions of each turn of the open session (null where there is one version).
+  variants() {
     const byId = indexSessions(this.details);
+    return this.messages.map((message, index) => (message.role === "user" && this.sessionId
+      ? versions(byId, this.sessionId, index) : null));
+  }
+
+  renderMessages() {
+    const variants = this.variants();
+    this.shownVariants = JSON.stringify(variants);
     const count = this.messages.length;
     const views = this.messages.map((message, index) => messageView(message, {
       index,
       last: index === count - 1 && !this.turn,
       editing: this.editing === index,
       stats: this.lastStats,
-      variants: message.role === "user" && this.sessionId
-        ? versions(byId, this.sessionId, index) : null,
+      variants: variants[index],
     }, this.hooks));
     if (this.turn) {
       const view = assistantView("", { streaming: true }, this.hooks);
