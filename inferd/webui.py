@@ -91,10 +91,10 @@ async def index(request: Request) -> HTTPResponse:
 
 
 @describe(
-    "The chat page's scripts and styles",
+    "The chat page's scripts, styles and fonts",
     "web page",
     replies={200: None, 304: None},
-    media=("text/javascript", "text/css"),
+    media=("text/javascript", "text/css", "font/woff2"),
     errors=(404, *COMMON_ERRORS),
 )
 async def static(request: Request, name: str) -> HTTPResponse:
