@@ -35,7 +35,7 @@ async def chat_completions(request: Request) -> None:
         await send_sse(request, turn.stream, headers, collect)
     finally:
         # Runs on completion, on failure and on disconnect alike: nothing said is lost.
-        turn.record()
+        await turn.record()
 
 
 def register(app: Sanic) -> None:

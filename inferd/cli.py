@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from inferd import logs
 from inferd.config import (
     Config,
     ConfigError,
@@ -55,25 +55,10 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"inferd: {error}", file=sys.stderr)
         return 2
-    app.run(
-        host=config.server.host,
-        port=config.server.port,
-        single_process=True,  # one process per accelerator: workers must not share a GPU
-        access_log=args.access_log,
-        motd=False,
-    )
+    from inferd.server import serve as run_server
+
+    run_server(app, config, sanic_access_log=args.access_log)
     return 0
-
-
-def _configure_logging() -> None:
-    """inferd's own log lines; Sanic configures its loggers itself."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("inferd")
-    if logger.handlers:
-        return
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", choices=["cpu", "cuda", "metal"], help="device for --model")
     run.add_argument("--host", help="override [server] host")
     run.add_argument("--port", type=int, help="override [server] port")
-    run.add_argument("--access-log", action="store_true", help="log every request")
+    run.add_argument(
+        "--access-log",
+        action="store_true",
+        help="Sanic's own access log too (inferd logs one line per request anyway)",
+    )
     args = parser.parse_args(argv)
-    _configure_logging()
+    logs.configure("text")  # until the config is read (it may ask for JSON)
     return serve(args)
 
 

@@ -73,6 +73,17 @@ class ServerConfig(_Section):
     # send keepalives; a non-streamed completion must finish within it.
     response_timeout: float = Field(3600.0, gt=0)
     request_max_size: int = Field(1_000_000, ge=1024)
+    # On SIGTERM/SIGINT: seconds generations in flight may take to finish before they are
+    # cancelled (their partial answers stored) and the server exits.
+    drain_timeout: float = Field(30.0, ge=0)
+    # Slow clients: total seconds to receive a request's headers, and its whole body,
+    # counted from its first byte (a byte trickled now and then does not reset them).
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+    # Open connections (HTTP and WebSocket); one more is answered 503 and closed.
+    max_connections: int = Field(512, ge=1)
+    # "text": human-readable lines; "json": one JSON object per line (for log shippers).
+    log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
     def _keepalives_beat_the_timeout(self) -> ServerConfig:
@@ -81,11 +92,22 @@ class ServerConfig(_Section):
                 f"keepalive_interval ({self.keepalive_interval}) must be shorter than "
                 f"response_timeout ({self.response_timeout}), or idle streams are cut off"
             )
+        if self.body_timeout < self.header_timeout:
+            raise ValueError(
+                f"body_timeout ({self.body_timeout}) counts from the request's first byte, "
+                f"so it must not be shorter than header_timeout ({self.header_timeout})"
+            )
         return self
 
 
 class SessionsConfig(_Section):
     path: Path = Path("data/sessions")
+    # Seconds without a new turn after which a session expires; None keeps sessions forever.
+    ttl: float | None = Field(None, gt=0)
+    # Messages kept per session; older turns are dropped (never the system prompt).
+    max_messages: int = Field(500, ge=2)
+    # Seconds a request waits for the store (locked or failing) before it gets a 503.
+    timeout: float = Field(5.0, gt=0)
 
 
 class ModelConfig(_Section):
@@ -97,9 +119,18 @@ class ModelConfig(_Section):
     quantization: Literal["fp32", "fp16", "bf16", "4bit", "8bit"] | None = None
     # The device a request gets when it names none; also where `preload` loads it.
     device: DeviceName = "cpu"
-    preload: bool = False
+    # Load at start-up (/readiness waits for it); false loads on the first request.
+    preload: bool = True
     # Requests decoded together (round-robin); more wait in a FIFO queue.
     max_concurrent: int = Field(8, ge=1)
+    # Requests allowed to wait (default 4 x max_concurrent); more are refused with a 503.
+    max_queue: int | None = Field(None, ge=0)
+    # Seconds a request may wait in the queue before it is refused with a 503.
+    queue_timeout: float = Field(30.0, gt=0)
+
+    @property
+    def queue_limit(self) -> int:
+        return 4 * self.max_concurrent if self.max_queue is None else self.max_queue
 
 
 class PluginsConfig(_Section):

@@ -178,6 +178,14 @@ class ModelWorker:
     def stop(self) -> None:
         self._inbox.put(None)
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait (blocking: call it off the loop) for the owner thread to end after stop(),
+        which closes the backend; True when it has (or never started)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     # -- the owner thread -----------------------------------------------------------
     def _run(self) -> None:
         try:

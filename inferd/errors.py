@@ -83,6 +83,14 @@ class ServiceUnavailable(ApiError):
     status = 503
 
 
+class RetryLater(ServiceUnavailable):
+    """Temporarily unable to serve (overloaded, draining, store busy): a 503 that says
+    when to come back."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 def request_id(request: Request) -> str:
     return str(request.id)
 

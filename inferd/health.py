@@ -1,4 +1,9 @@
-"""GET /health (liveness) and GET /readiness (are the preloaded models loaded?)."""
+"""GET /health (liveness) and GET /readiness (are the preloaded models loaded?).
+
+/readiness is public (auth never guards it), so it says which models failed but not
+why: load errors carry absolute paths, hub ids and library text. The reasons are in
+the server log.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ async def health(request: Request) -> HTTPResponse:
     return json(HealthReply(uptime_seconds=uptime, timestamp=_timestamp()).model_dump())
 
 
+PUBLIC_LOAD_FAILURE = "failed to load; the server log says why"
+
+
 @describe(
     "Readiness: are the preloaded models loaded?",
     "health",
@@ -31,13 +39,17 @@ async def health(request: Request) -> HTTPResponse:
     errors=(500,),
 )
 async def readiness(request: Request) -> HTTPResponse:
-    """503 until every `preload` model is loaded; names the models that failed and why."""
+    """503 until every `preload` model is loaded (or while draining); names the models
+    that failed. `models_available` counts the models that can serve right now."""
     registry = request.app.ctx.registry
     states = registry.preload_states()
-    errors = {label: error for label, (state, error) in states.items() if state == "failed"}
+    failed = [label for label, (state, _) in states.items() if state == "failed"]
+    errors = dict.fromkeys(failed, PUBLIC_LOAD_FAILURE)
     available, now = len(registry.loaded_model_ids()), _timestamp()
     loading = sorted(label for label, (state, _) in states.items() if state != "ready")
-    if errors:
+    if request.app.ctx.lifecycle.draining:
+        reply = ReadinessReply(status="draining", models_available=available, timestamp=now)
+    elif errors:
         reply = ReadinessReply(
             status="failed", models_available=available, timestamp=now, errors=errors
         )

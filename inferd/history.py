@@ -76,13 +76,13 @@ def detail(session: Session) -> dict:
     "sessions",
     replies={200: list[str] | list[SessionDetail]},
     query={"detail": "true: metadata objects instead of ids (an inferd extension)"},
-    errors=(400, *COMMON_ERRORS),
+    errors=(400, *COMMON_ERRORS, 503),
 )
 async def list_sessions(request: Request) -> HTTPResponse:
     flag = request.args.get("detail", "false").lower()
     if flag not in FLAGS:
         raise BadRequest(f"invalid 'detail': use true or false (got {flag!r})")
-    sessions = request.app.ctx.sessions.sessions(owner_of(request))
+    sessions = await request.app.ctx.sessions.sessions(owner_of(request))
     if FLAGS[flag]:
         return json([detail(session) for session in sessions])
     return json([session.id for session in sessions])
@@ -96,7 +96,7 @@ async def list_sessions(request: Request) -> HTTPResponse:
 )
 async def get_history(request: Request, session_id: str) -> HTTPResponse:
     session_id = unquote(session_id)
-    session = request.app.ctx.sessions.get(session_id, owner_of(request))
+    session = await request.app.ctx.sessions.get(session_id, owner_of(request))
     if session is None:
         raise _missing(session_id)
     return json([HistoryMessage(**m).model_dump() for m in session.messages])
@@ -105,7 +105,7 @@ async def get_history(request: Request, session_id: str) -> HTTPResponse:
 @describe("Delete a session", "sessions", replies={204: None}, errors=(404, *COMMON_ERRORS))
 async def delete_history(request: Request, session_id: str) -> HTTPResponse:
     session_id = unquote(session_id)
-    if not request.app.ctx.sessions.delete(session_id, owner_of(request)):
+    if not await request.app.ctx.sessions.delete(session_id, owner_of(request)):
         raise _missing(session_id)
     return empty(status=204)
 
@@ -123,7 +123,7 @@ async def rollback(request: Request, session_id: str) -> HTTPResponse:
     session_id = unquote(session_id)
     body = read_json(request, default={})
     amount = parse_body(RollbackRequest, body).amount
-    remaining = request.app.ctx.sessions.rollback(session_id, amount, owner_of(request))
+    remaining = await request.app.ctx.sessions.rollback(session_id, amount, owner_of(request))
     if remaining is None:
         raise _missing(session_id)
     return json(RollbackReply(remaining=remaining).model_dump())
@@ -135,14 +135,14 @@ async def rollback(request: Request, session_id: str) -> HTTPResponse:
     body=ForkRequest,
     body_required=False,
     replies={201: SessionDetail},
-    errors=(404, *BODY_ERRORS),
+    errors=(404, *BODY_ERRORS, 503),
 )
 async def fork(request: Request, session_id: str) -> HTTPResponse:
     """The new session records this one as its parent; `keep` defaults to every message."""
     session_id = unquote(session_id)
     keep = parse_body(ForkRequest, read_json(request, default={})).keep
     try:
-        child = request.app.ctx.sessions.fork(session_id, keep, owner_of(request))
+        child = await request.app.ctx.sessions.fork(session_id, keep, owner_of(request))
     except ValueError as error:
         raise BadRequest(str(error)) from None
     if child is None:
@@ -155,14 +155,14 @@ async def fork(request: Request, session_id: str) -> HTTPResponse:
     "sessions",
     body=RenameRequest,
     replies={200: SessionDetail},
-    errors=(404, *BODY_ERRORS),
+    errors=(404, *BODY_ERRORS, 503),
 )
 async def rename(request: Request, session_id: str) -> HTTPResponse:
     """Set the title; null or a blank title goes back to the default one."""
     session_id = unquote(session_id)
     title = parse_body(RenameRequest, read_json(request)).title
     title = _clean_title(title) if title else None
-    session = request.app.ctx.sessions.rename(session_id, title or None, owner_of(request))
+    session = await request.app.ctx.sessions.rename(session_id, title or None, owner_of(request))
     if session is None:
         raise _missing(session_id)
     return json(detail(session))
@@ -173,7 +173,7 @@ async def rename(request: Request, session_id: str) -> HTTPResponse:
     "sessions",
     body=ImportRequest,
     replies={201: SessionDetail},
-    errors=BODY_ERRORS,
+    errors=(*BODY_ERRORS, 503),
 )
 async def import_session(request: Request) -> HTTPResponse:
     """A new session holding the given messages (an exported conversation)."""
@@ -182,7 +182,7 @@ async def import_session(request: Request) -> HTTPResponse:
     if any(m["role"] == "system" for m in messages[1:]):
         raise BadRequest("invalid 'messages': only the first message may have role 'system'")
     title = _clean_title(body.title) if body.title else None
-    session = request.app.ctx.sessions.create(messages, owner_of(request), title or None)
+    session = await request.app.ctx.sessions.create(messages, owner_of(request), title or None)
     return json(detail(session), status=201)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from inferd.backends.base import Backend
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker
 from inferd.errors import ApiError, BadRequest, NotFound
+
+log = logging.getLogger("inferd")
 
 BackendFactory = Callable[[ModelConfig, str], Backend]
 
@@ -116,6 +119,7 @@ class ModelRegistry:
                 try:
                     self.worker(model.id, model.device).start()
                 except ApiError as error:
+                    log.error("cannot preload %s: %s", model.id, error.message)
                     self.preload_errors[model.id] = error.message
 
     def preload_states(self) -> dict[str, tuple[str, str | None]]:

@@ -36,14 +36,17 @@ class HealthReply(_Reply):
 
 
 class ReadinessReply(_Reply):
-    """200 when every preloaded model is ready; 503 while loading or after a failure."""
+    """200 when every preloaded model is ready; 503 while loading, after a failure, or
+    while the server drains for a shutdown."""
 
-    status: Literal["ready", "loading", "failed"]
+    status: Literal["ready", "loading", "failed", "draining"]
     models_available: int = Field(description="models loaded on at least one device")
     timestamp: str
     loading: list[str] | None = Field(None, exclude_if=_unset, description="while loading")
     errors: dict[str, str] | None = Field(
-        None, exclude_if=_unset, description="model@device -> why it failed to load"
+        None,
+        exclude_if=_unset,
+        description="model@device -> 'failed to load' (the reason is in the server log)",
     )
 
 

@@ -1,15 +1,23 @@
 """Chat history, stored in diskcache so that it survives restarts and hard kills.
 
-diskcache is used as a store, not a cache: nothing is ever evicted, and every
+diskcache is used as a store, not a cache: nothing is evicted for space, and every
 read-modify-write runs inside `transact()` so concurrent requests on one session (or
-several server processes sharing the directory) never lose a message. A session may
-belong to an owner (the hash of the API key that created it, see plugins/auth.py);
-sessions of another owner look exactly like missing ones.
+several server processes sharing the directory) never lose a message. With a `ttl`, a
+session expires that long after its last write (a new turn renews it); `max_messages`
+caps what a session keeps by dropping its oldest turns, never its system prompt.
+
+A session belongs to an owner: the hash of the API key that created it (see
+plugins/auth.py), or None when auth was off. Only its owner sees it; to everyone else
+it looks exactly like a missing one. So sessions made while auth was off belong to no
+key once auth is on.
 
 Besides its messages a session records metadata for the web page and other clients:
 when it was created and last changed, a title once renamed (None: clients show the first
 user message), and, for a fork, its parent session and how many of the parent's
 messages it started with (`fork_point`).
+
+Every method blocks on SQLite: the server calls them through AsyncSessionStore
+(inferd/session_io.py), never on the event loop.
 """
 
 from __future__ import annotations
@@ -69,9 +77,18 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        ttl: float | None = None,
+        max_messages: int | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         # timeout is SQLite's busy wait; eviction "none" makes this a durable store.
-        self._cache = diskcache.Cache(str(path), eviction_policy="none", timeout=5)
+        self._cache = diskcache.Cache(str(path), eviction_policy="none", timeout=timeout)
+        self._ttl = ttl
+        self._max_messages = max_messages
 
     def close(self) -> None:
         self._cache.close()
@@ -81,8 +98,14 @@ class SessionStore:
         return str(uuid.uuid4())
 
     def _visible(self, record: dict[str, Any] | None, owner: str | None) -> bool:
-        # Sessions without an owner (auth off when they were made) are visible to all.
-        return record is not None and (record.get("owner") is None or record["owner"] == owner)
+        # Strict: a session made while auth was off (owner None) is no key's session.
+        return record is not None and record.get("owner") == owner
+
+    def _save(self, session: Session) -> None:
+        """Write a session (inside the caller's transaction), capped and with a fresh ttl."""
+        if self._max_messages is not None:
+            session.messages = capped(session.messages, self._max_messages)
+        self._cache.set(session.id, session.to_record(), expire=self._ttl)
 
     def get(self, session_id: str, owner: str | None = None) -> Session | None:
         record = self._cache.get(session_id)
@@ -102,6 +125,9 @@ class SessionStore:
         return sorted(sessions, key=lambda session: (session.created, session.id))
 
     def count(self) -> int:
+        """Live sessions (expired ones are removed first)."""
+        if self._ttl is not None:
+            self._cache.expire()
         return len(self._cache)
 
     def ensure(
@@ -128,7 +154,7 @@ class SessionStore:
                     session.messages.insert(0, system)
                 session.changed()
             if record is None or system_prompt is not None:
-                self._cache.set(session_id, session.to_record())
+                self._save(session)
             return session
 
     def append(self, session_id: str, messages: list[Message], owner: str | None = None) -> None:
@@ -142,7 +168,7 @@ class SessionStore:
             )
             session.messages.extend(messages)
             session.changed()
-            self._cache.set(session_id, session.to_record())
+            self._save(session)
 
     def delete(self, session_id: str, owner: str | None = None) -> bool:
         with self._cache.transact():
@@ -159,7 +185,7 @@ class SessionStore:
             session = Session.from_record(session_id, record)
             del session.messages[max(0, len(session.messages) - amount) :]
             session.changed()
-            self._cache.set(session_id, session.to_record())
+            self._save(session)
             return len(session.messages)
 
     def create(
@@ -167,7 +193,7 @@ class SessionStore:
     ) -> Session:
         """A new session holding `messages` (an imported conversation)."""
         session = Session(self.new_id(), list(messages), owner, title=title)
-        self._cache.set(session.id, session.to_record())
+        self._save(session)
         return session
 
     def fork(self, session_id: str, keep: int | None, owner: str | None = None) -> Session | None:
@@ -188,7 +214,7 @@ class SessionStore:
             child = Session(
                 self.new_id(), messages[:keep], owner, parent=session_id, fork_point=keep
             )
-            self._cache.set(child.id, child.to_record())
+            self._save(child)
             return child
 
     def rename(
@@ -201,5 +227,18 @@ class SessionStore:
                 return None
             session = Session.from_record(session_id, record)
             session.title = title
-            self._cache.set(session_id, session.to_record())
+            self._save(session)
             return session
+
+
+def capped(messages: list[Message], limit: int) -> list[Message]:
+    """The newest messages within `limit`: the system prompt stays first, and the kept
+    history starts at a user message so it still alternates as chat templates expect."""
+    if len(messages) <= limit:
+        return messages
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    history = messages[len(system) :]
+    history = history[max(0, len(history) - (limit - len(system))) :]
+    while history and history[0]["role"] != "user":
+        history = history[1:]
+    return [*system, *history]

@@ -64,14 +64,25 @@ class Stream:
         # With an awaited filter: items already filtered, not yet delivered.
         self._prefiltered: deque[TokenEvent | Admitted] = deque()
         self._filtered_end = False
+        self._taken = asyncio.Event()  # admitted, or ended without being admitted
         self._finished = False
 
     def push(self, item: TokenEvent | Admitted) -> None:
         """Called from the owner thread."""
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._arrive, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self.cancelled.set()
+
+    def _arrive(self, item: TokenEvent | Admitted) -> None:
+        if isinstance(item, Admitted) or item.finish_reason is not None:
+            self._taken.set()
+        self._queue.put_nowait(item)
+
+    async def wait_admitted(self) -> None:
+        """Until the engine admits this request, or ends it without admitting it (a load
+        failure): the moment it stops waiting in the queue."""
+        await self._taken.wait()
 
     async def next_event(self) -> TokenEvent:
         """The next token or the final event; lifecycle callbacks fire as events arrive."""
@@ -151,6 +162,7 @@ class Stream:
     def cancel(self) -> None:
         """Stop generating (the client went away); safe to call more than once."""
         self.cancelled.set()
+        self._taken.set()
         if not self._finished:
             self.stats.finished_at = time.monotonic()
             self._finish("cancelled")

@@ -4,7 +4,9 @@ Protocol: the client sends a JSON message with the chat fields; the server answe
 one text frame per token, then `__END__`; errors are `__ERROR__:<message>` frames and the
 socket stays open for the next message. A socket that sends no `session-id` keeps one
 session across its messages: the one named by the URL's `?session-id=` query parameter,
-else a new one. Closing the socket cancels the generation in flight.
+else a new one. Closing the socket cancels the generation in flight. When the server
+drains (lifecycle.py), an idle socket is closed with 1001 at once, a busy one after
+its answer ends.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from sanic import Request, Sanic
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
+from inferd import access_log
 from inferd.apidoc import describe
 from inferd.errors import BadRequest, describe_exception
-from inferd.generation import owner_of, start_chat
+from inferd.generation import ChatTurn, owner_of, start_chat
 from inferd.parsed_request import from_chat
 from inferd.requests import decode_json
 from inferd.schemas import SESSION_ID_PATTERN, ChatRequest, parse_body
@@ -30,7 +33,7 @@ log = logging.getLogger("inferd.ws")
 
 async def _answer(
     request: Request, ws: WebsocketImplProtocol, raw: str | bytes, session_id: str
-) -> None:
+) -> ChatTurn:
     await request.app.ctx.plugins.on_websocket_message(request, raw)
     body = parse_body(ChatRequest, decode_json(raw, "message"))
     turn = await start_chat(request, from_chat(body, "websocket", session_id, owner_of(request)))
@@ -38,14 +41,15 @@ async def _answer(
         async for event in turn.stream:
             if event.error is not None:
                 await ws.send(f"{ERROR_PREFIX}generation failed: {event.error}")
-                return
+                return turn
             if event.text:
                 turn.answer += event.text
                 await ws.send(event.text)
         await ws.send(END)
+        return turn
     finally:
         turn.stream.cancel()
-        turn.record()
+        await turn.record()
 
 
 def _socket_session(request: Request) -> str:
@@ -77,17 +81,22 @@ async def chat_ws(request: Request, ws: WebsocketImplProtocol) -> None:
         await ws.send(ERROR_PREFIX + error.message)
         await ws.close(code=1008, reason="invalid session-id")
         return
-    while True:
-        raw = await ws.recv()
-        if raw is None:  # the client closed the socket
+    lifecycle = request.app.ctx.lifecycle
+    while not lifecycle.draining:
+        with lifecycle.idle_websocket(ws):
+            raw = await ws.recv()
+        if raw is None:  # the client closed the socket (or the drain did)
             return
         try:
-            await _answer(request, ws, raw, session_id)
+            turn = await _answer(request, ws, raw, session_id)
+            access_log.log_message(request, turn.stream.stats, 200)
         except ConnectionClosed:
             return
         except Exception as error:  # report and keep the socket for the next message
-            _, message, _ = describe_exception(request, error)
+            status, message, _ = describe_exception(request, error)
+            access_log.log_message(request, None, status)
             await ws.send(ERROR_PREFIX + message)
+    await ws.close(1001, "server shutting down")
 
 
 def register(app: Sanic) -> None:

@@ -3,8 +3,9 @@
 API.md's names count requests, tokens, latency and errors; the rest are what operators
 of vLLM-class servers watch (time to first token, inter-token latency, queue time,
 end-to-end latency, prompt tokens, finish reasons, and -- read at each scrape -- running
-and waiting requests, loaded models, stored sessions). The lifecycle hooks record them,
-so JSON, SSE and WebSocket traffic count alike, each when its stream ends.
+and waiting requests, queue limits and refusals, loaded models, live sessions). The
+lifecycle hooks record them, so JSON, SSE and WebSocket traffic count alike, each when
+its stream ends.
 docs/plugins.md lists every metric. List metrics first in [plugins] enabled so that it
 also counts the requests that other plugins reject. Other plugins' metrics live in the
 same registry and are served here too.
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
@@ -26,6 +27,7 @@ from inferd.apidoc import describe
 from inferd.app_metrics import app_metrics
 from inferd.backends.base import TokenEvent
 from inferd.plugins.base import Generation, Plugin, PluginConfig
+from inferd.session_io import StoreUnavailable
 
 LABELS = ("model", "device", "endpoint")
 ERROR_ENDPOINTS = {
@@ -48,10 +50,12 @@ class MetricsConfig(PluginConfig):
 
 
 class LiveCollector:
-    """Gauges read from the model registry and the session store at scrape time."""
+    """Gauges read from the model registry, admission control and the session store at
+    scrape time (the store's count is fetched off the event loop before each scrape)."""
 
     def __init__(self, app: Sanic) -> None:
         self.app = app
+        self.sessions_active: int | None = None
 
     def collect(self) -> Iterator[Metric]:
         names = {model.id: model.name for model in self.app.ctx.registry.models}
@@ -65,8 +69,25 @@ class LiveCollector:
             waiting.add_metric(labels, worker.waiting)
             loaded.add_metric(labels, 1 if worker.state == "ready" else 0)
         yield from (running, waiting, loaded)
-        sessions = self.app.ctx.sessions.count()
-        yield GaugeMetricFamily("sessions_active", "Chat sessions in the store", value=sessions)
+        yield from self._admission()
+        if self.sessions_active is not None:
+            doc = "Chat sessions stored and not expired"
+            yield GaugeMetricFamily("sessions_active", doc, value=self.sessions_active)
+
+    def _admission(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "requests_queue_limit", "Requests allowed to wait (max_queue)", labels=LABELS[:2]
+        )
+        refused = CounterMetricFamily(
+            "requests_refused",
+            "Requests refused with 503: queue_full (over max_queue) or queue_timeout",
+            labels=[*LABELS[:2], "reason"],
+        )
+        for gate in self.app.ctx.admission.gates():
+            limit.add_metric([gate.model, gate.device], gate.max_queue)
+            for reason in ("queue_full", "queue_timeout"):
+                refused.add_metric([gate.model, gate.device, reason], gate.refused[reason])
+        yield from (limit, refused)
 
 
 class MetricsPlugin(Plugin):
@@ -117,7 +138,8 @@ class MetricsPlugin(Plugin):
         metrics = app_metrics(app)
         for metric in self._own:
             metrics.include(metric)
-        metrics.include(LiveCollector(app))
+        self.live = LiveCollector(app)
+        metrics.include(self.live)
         self.registry = metrics.registry
         app.add_route(self.serve, self.config.path, methods=["GET"], name="metrics")
 
@@ -128,6 +150,10 @@ class MetricsPlugin(Plugin):
         errors=(401, 500),
     )
     async def serve(self, request: Request) -> HTTPResponse:
+        try:
+            self.live.sessions_active = await request.app.ctx.sessions.count()
+        except StoreUnavailable:  # a busy store must not fail the whole scrape
+            self.live.sessions_active = None
         # Text format 0.0.4 by default; OpenMetrics for scrapers that ask for it.
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return raw(encode(self.registry), content_type=content_type)

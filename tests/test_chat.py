@@ -303,8 +303,8 @@ async def test_client_disconnect_stops_generation_and_keeps_the_partial_answer(t
         steps = backend.steps
         await asyncio.sleep(0.2)
         assert backend.steps == steps
-        await wait_for(lambda: len(app.ctx.sessions.get("gone").messages) == 2)
-        answer = app.ctx.sessions.get("gone").messages[1]["content"]
+        await wait_for(lambda: len(app.ctx.sessions.store.get("gone").messages) == 2)
+        answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
     # What had been generated before the disconnect (the endless fake repeats REPLY).
     assert len(answer) >= 3
     assert (REPLY * 10).startswith(answer)

@@ -69,8 +69,8 @@ async def test_readiness_is_loading_until_the_preloaded_model_is_loaded(tmp_path
     assert backend.threads == {"inferd-fake@cpu"}
 
 
-async def test_readiness_reports_a_failed_preload_with_its_error(tmp_path):
-    backend = FakeBackend(load_error="weights are corrupt")
+async def test_readiness_names_a_failed_preload_and_logs_why(tmp_path, caplog):
+    backend = FakeBackend(load_error="weights at /secret/path/model are corrupt")
     app = make_app(tmp_path, backend, models=_models(preload=True))
     await app.asgi_client.get("/readiness")  # starts the preload
     worker = app.ctx.registry.worker("fake")
@@ -79,24 +79,27 @@ async def test_readiness_reports_a_failed_preload_with_its_error(tmp_path):
     _, response = await app.asgi_client.get("/readiness")
     assert response.status == 503
     assert response.json["status"] == "failed"
-    assert response.json["errors"] == {"fake@cpu": "weights are corrupt"}
+    # /readiness is public: paths, hub ids and library text stay in the log.
+    assert response.json["errors"] == {"fake@cpu": "failed to load; the server log says why"}
+    assert "/secret/path" not in response.text
+    assert "weights at /secret/path/model are corrupt" in caplog.text
     assert response.json["models_available"] == 0
 
 
-async def test_readiness_fails_when_a_preload_device_is_not_on_this_server(tmp_path):
+async def test_readiness_fails_when_a_preload_device_is_not_on_this_server(tmp_path, caplog):
     app = make_app(tmp_path, models=_models(preload=True, device="metal"))
     _, response = await app.asgi_client.get("/readiness")
     assert response.status == 503
     assert response.json["status"] == "failed"
-    message = response.json["errors"]["fake@metal"]
-    assert "'metal'" in message
-    assert "cpu, cuda" in message
+    assert response.json["errors"] == {"fake@metal": "failed to load; the server log says why"}
+    assert "device 'metal' is not available on this server" in caplog.text
+    assert "cpu, cuda" in caplog.text
 
 
 async def test_readiness_ignores_models_that_are_not_preloaded(tmp_path):
     models = [
         *_models(preload=True),
-        {"id": "lazy", "name": "lazy/model", "path": "/nonexistent/lazy"},
+        {"id": "lazy", "name": "lazy/model", "path": "/nonexistent/lazy", "preload": False},
     ]
     app = make_app(tmp_path, models=models)
     await app.asgi_client.get("/readiness")

@@ -7,9 +7,10 @@ import json
 from inferd.testing.fakes import FakeBackend, make_app
 
 MODELS = [
-    {"id": "fake", "name": "fake/model", "path": "/nonexistent/fake"},
+    {"id": "fake", "name": "fake/model", "path": "/nonexistent/fake", "preload": False},
     {
         "id": "other",
+        "preload": False,
         "name": "Org/Other-Model-0.5B",
         "path": "/nonexistent/other",
         "context_length": 4096,
@@ -86,7 +87,10 @@ async def test_context_length_is_read_from_a_local_config_json(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
-    app = make_app(tmp_path, models=[{"id": "local", "name": "local", "path": str(model_dir)}])
+    app = make_app(
+        tmp_path,
+        models=[{"id": "local", "name": "local", "path": str(model_dir), "preload": False}],
+    )
     _, response = await app.asgi_client.get("/models/local")
     assert response.json["context_length"] == 2048
 

@@ -281,8 +281,8 @@ async def test_disconnect_cancels_the_generation_and_keeps_the_partial_answer(tm
         steps = backend.steps
         await asyncio.sleep(0.2)
         assert backend.steps == steps  # no step after the disconnect
-        await wait_for(lambda: len(app.ctx.sessions.get("gone").messages) == 2)
-    answer = app.ctx.sessions.get("gone").messages[1]["content"]
+        await wait_for(lambda: len(app.ctx.sessions.store.get("gone").messages) == 2)
+    answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
     assert len(answer) >= 2 and (REPLY * 10).startswith(answer)
 
 

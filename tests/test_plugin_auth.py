@@ -69,7 +69,7 @@ async def test_public_paths_are_configurable_with_prefixes(tmp_path):
 
 async def test_a_valid_key_on_a_public_path_still_identifies_the_caller(tmp_path):
     app = auth_app(tmp_path, public_paths=["/sessions"])
-    app.ctx.sessions.ensure("mine", key_digest("key-alice"), None)
+    app.ctx.sessions.store.ensure("mine", key_digest("key-alice"), None)
     _, anonymous = await app.asgi_client.get("/sessions")
     _, alice = await app.asgi_client.get("/sessions", headers=ALICE)
     assert (anonymous.json, alice.json) == ([], ["mine"])

@@ -246,7 +246,7 @@ async def test_transform_request_may_make_a_chat_stateless(tmp_path, transport):
         reply = await generate(base, transport, session_id="s1")
     assert reply.text == REPLY
     assert "x-session-id" not in reply.headers
-    assert app.ctx.sessions.count() == 0  # nothing stored
+    assert app.ctx.sessions.store.count() == 0  # nothing stored
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

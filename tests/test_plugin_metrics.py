@@ -171,8 +171,8 @@ async def test_running_waiting_loaded_and_sessions_gauges(tmp_path):
             await asyncio.sleep(0.01)
         assert metric_value(text, "requests_finished_total", finish_reason="cancelled") == 2
         assert metric_value(text, "sessions_active") == 0
-        app.ctx.sessions.ensure("one", None, None)
-        app.ctx.sessions.ensure("two", None, None)
+        app.ctx.sessions.store.ensure("one", None, None)
+        app.ctx.sessions.store.ensure("two", None, None)
         assert metric_value(await scrape_metrics(base), "sessions_active") == 2
 
 

@@ -130,10 +130,16 @@ def test_sessions_of_another_owner_look_missing(store):
     assert store.ids("alice") == ["mine"]
 
 
-def test_sessions_without_owner_are_visible_to_everyone(store):
+def test_sessions_made_without_auth_belong_to_no_key(store):
     store.ensure("open", None, None)
-    assert store.get("open", "alice") is not None
-    assert store.ids("bob") == ["open"]
+    assert store.get("open", "alice") is None
+    assert store.ids("bob") == []
+    assert store.ensure("open", "alice", None) is None  # no key can take it over
+    assert store.rollback("open", 1, "alice") is None
+    assert store.delete("open", "alice") is False
+    assert store.get("open") is not None  # still there for the no-auth setup
+    assert store.fork("open", 0, "alice") is None
+    assert store.rename("open", "mine now", "alice") is None
 
 
 # ---- metadata, forks, renames, imports ----------------------------------------------

@@ -51,7 +51,7 @@ async def test_a_401_asks_for_a_key_and_the_status_says_unauthorized(browser, tm
         assert await web.evaluate(STORED) == [KEY, None]
         await web.send("Hi with a key")
         assert await web.answer() == REPLY
-        assert len(app.ctx.sessions.ids(key_digest(KEY))) == 1
+        assert len(app.ctx.sessions.store.ids(key_digest(KEY))) == 1
 
         # A reload in the same tab keeps it; "Remember" in Settings moves it to the device.
         await page.reload()

@@ -71,7 +71,7 @@ async def test_an_answer_streams_in_and_the_counter_shows_the_servers_token_coun
         assert meta.startswith(f"{len(REPLY)} tokens · ")
         assert "first token" in meta
 
-        [sid] = app.ctx.sessions.ids()
+        [sid] = app.ctx.sessions.store.ids()
         assert await session_id(web) == sid
         entry = page.locator(".session").first
         assert await entry.locator(".session-title").inner_text() == "Hi there"
@@ -82,7 +82,7 @@ async def test_an_answer_streams_in_and_the_counter_shows_the_servers_token_coun
 
 async def test_regenerate_and_edit_fork_and_the_switcher_moves_between_versions(browser, tmp_path):
     async with chat_page(browser, tmp_path) as (app, web, _):
-        page, sessions = web.page, app.ctx.sessions
+        page, sessions = web.page, app.ctx.sessions.store
         await web.send("First question")
         await web.answer()
         original = await session_id(web)
@@ -135,7 +135,7 @@ async def test_regenerate_and_edit_fork_and_the_switcher_moves_between_versions(
 async def test_stopping_failing_and_refused_requests(browser, tmp_path):
     backend = FakeBackend(step_delay=STEP)
     async with chat_page(browser, tmp_path, backend) as (app, web, _):
-        page, sessions = web.page, app.ctx.sessions
+        page, sessions = web.page, app.ctx.sessions.store
 
         # Esc stops an endless answer; the page converges on what the server kept.
         backend.endless = True
@@ -219,7 +219,7 @@ async def test_the_settings_panel_fills_the_chat_request(browser, tmp_path):
 
 async def test_the_sidebar_titles_renames_searches_orders_and_deletes(browser, tmp_path):
     async with chat_page(browser, tmp_path) as (app, web, base):
-        page, sessions = web.page, app.ctx.sessions
+        page, sessions = web.page, app.ctx.sessions.store
         async with httpx.AsyncClient(base_url=base) as client:
             for sid, prompt in (("a", "Alpha question"), ("b", "Beta question"), ("c", "Gamma")):
                 body = {"model-name": "fake", "prompt": prompt, "session-id": sid}
@@ -275,7 +275,7 @@ async def test_the_sidebar_titles_renames_searches_orders_and_deletes(browser, t
 
 async def test_export_as_markdown_and_json_and_import_again(browser, tmp_path):
     async with chat_page(browser, tmp_path) as (app, web, _):
-        page, sessions = web.page, app.ctx.sessions
+        page, sessions = web.page, app.ctx.sessions.store
         for prompt in ("First chat", "Second chat"):
             await page.click("#new-chat")
             await web.send(prompt)
@@ -389,8 +389,8 @@ async def test_a_real_model_answers_in_the_page(
         await web.send("Once upon a time")
         answer = await web.answer(timeout=60_000)
         assert answer.strip()
-        [sid] = app.ctx.sessions.ids()
-        stored = app.ctx.sessions.get(sid).messages[-1]["content"]
+        [sid] = app.ctx.sessions.store.ids()
+        stored = app.ctx.sessions.store.get(sid).messages[-1]["content"]
         assert stored.strip().split()[:3] == answer.split()[:3]
         tokens = await web.page.inner_text("#counter-tokens")
         assert tokens.endswith(" tokens") and not tokens.startswith("~")

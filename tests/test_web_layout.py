@@ -75,7 +75,7 @@ async def test_every_control_is_reachable_by_touch_on_a_phone(browser, tmp_path)
     backend = FakeBackend(reply=RICH_REPLY, context_length=4096, step_delay=STEP)
     app = make_app(tmp_path, backend)
     async with live_server(app) as base, open_page(browser, f"{base}/", phone=True) as web:
-        page, sessions = web.page, app.ctx.sessions
+        page, sessions = web.page, app.ctx.sessions.store
         await web.ready()
         assert await web.evaluate("() => matchMedia('(hover: none)').matches")
         # The status is in the top bar (the sidebar is folded away).

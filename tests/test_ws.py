@@ -197,7 +197,7 @@ async def test_closing_the_socket_cancels_generation(tmp_path):
         assert backend.steps == steps
         assert app.ctx.registry.worker("fake").running == 0
         # What was said before the close is kept.
-        await wait_for(lambda: len(app.ctx.sessions.get("closed").messages) == 2)
-        messages = app.ctx.sessions.get("closed").messages
+        await wait_for(lambda: len(app.ctx.sessions.store.get("closed").messages) == 2)
+        messages = app.ctx.sessions.store.get("closed").messages
     assert messages[0] == {"role": "user", "content": "Hi"}
     assert (REPLY * 10).startswith(messages[1]["content"])

@@ -220,7 +220,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
         await _drain(turn.stream, collect)
     finally:
         # Runs on completion, on failure and on disconnect alike: nothing said is lost.
-        turn.record()
+        await turn.record()
     choice = ChatChoice(
         message=AssistantMessage(content=turn.answer), finish_reason=turn.stream.stats.finish_reason
     )

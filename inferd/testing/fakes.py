@@ -72,7 +72,8 @@ class FakeBackend:
         self.load_error = load_error
         self.load_delay = load_delay
         self.steps = 0
-        self.closed = 0
+        self.closed = 0  # decodings closed
+        self.closed_on: list[str] = []  # threads that closed the backend itself
         self.threads: set[str] = set()
         self.prompts: list[list[int]] = []
 
@@ -93,6 +94,10 @@ class FakeBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t) for t in token_ids if t != EOS)
 
+    def close(self) -> None:
+        """The owner thread's last call as it stops (engine.py), as MlxBackend.close()."""
+        self.closed_on.append(threading.current_thread().name)
+
     def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> FakeDecoding:
         self.threads.add(threading.current_thread().name)
         self.prompts.append(list(prompt_ids))
@@ -100,11 +105,16 @@ class FakeBackend:
 
 
 def fake_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
-    """A config document with one fake model ("fake/model", id "fake") and temp sessions."""
+    """A config document with one fake model ("fake/model", id "fake") and temp sessions.
+
+    The model loads on first use (preload = false), so a test that sends no generation
+    request starts no owner thread; pass `models=[...]` to preload.
+    """
+    model = {"id": "fake", "name": "fake/model", "path": "/nonexistent/fake", "preload": False}
     data: dict[str, Any] = {
         "sessions": {"path": str(tmp_path / "sessions")},
         "server": {"keepalive_interval": 0.2},
-        "models": [{"id": "fake", "name": "fake/model", "path": "/nonexistent/fake"}],
+        "models": [model],
     }
     for key, value in sections.items():
         data[key] = value
