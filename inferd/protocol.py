@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from sanic.exceptions import RequestTimeout
 from sanic.http import Stage
@@ -57,11 +58,11 @@ class GuardedProtocol(WebSocketProtocol):
         super().connection_made(transport)
         self._begin_request()
 
-    def _refuse(self, transport: asyncio.BaseTransport) -> None:
+    def _refuse(self, transport: Any) -> None:
         """Answer 503 without reading the request, then hang up: an orderly close when
-        the client reads it, an abort if it lingers."""
+        the client reads it, an abort if it lingers. (`transport` is uvloop's or
+        asyncio's: they share the methods but not a base class.)"""
         self._refused = True
-        assert isinstance(transport, asyncio.Transport)
         transport.write(TOO_MANY_CONNECTIONS)
         if transport.can_write_eof():
             transport.write_eof()
@@ -143,5 +144,8 @@ class GuardedProtocol(WebSocketProtocol):
         with an error set, the client is answered with it before the connection closes."""
         if error is not None and self.http is not None:
             self.http.exception = error
+            # Sanic reads what is left of a body before it closes the connection; from a
+            # client this slow, it must not.
+            self.http.request_body = None
         if self._task is not None:
             self._task.cancel()

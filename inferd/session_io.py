@@ -8,7 +8,9 @@ most `timeout` seconds for it, so a locked or failing store gives the request a 
 A write is never abandoned: when its caller stops waiting (a timeout, a client that
 went away, a drain that cancels the request) it still finishes in the background -- the
 store is transactional, so it lands whole or not at all -- and close() waits for it.
-A read nobody waits for any more is dropped if it has not started yet.
+Appending an answered turn goes further: while the store stays locked it is retried
+(for up to PERSIST_FOR seconds), since nobody is left to retry it. A read nobody waits
+for any more is dropped if it has not started yet.
 
 One thread by default: calls then run in the order they were made, so the next turn's
 read always sees the previous turn's write (SQLite serialises writers anyway).
@@ -24,6 +26,7 @@ import concurrent.futures
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -37,6 +40,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 # What a busy, locked, full or broken store raises (diskcache.Timeout: SQLite stayed busy).
 STORE_ERRORS: tuple[type[BaseException], ...] = (diskcache.Timeout, sqlite3.Error, OSError)
+# How long an answered turn's append keeps retrying a locked store in the background.
+PERSIST_FOR = 60.0
 
 
 class StoreUnavailable(RetryLater):
@@ -44,14 +49,23 @@ class StoreUnavailable(RetryLater):
 
 
 def offloaded(
-    method: Callable[Concatenate[SessionStore, P], R], *, write: bool = False
+    method: Callable[Concatenate[SessionStore, P], R],
+    *,
+    write: bool = False,
+    persistent: bool = False,
 ) -> Callable[Concatenate[AsyncSessionStore, P], Awaitable[R]]:
-    """An async method that runs the store's method of the same name on the pool."""
+    """An async method that runs the store's method of the same name on the pool.
+
+    `write`: finish it even when nobody waits any more. `persistent`: also retry it while
+    the store is locked (only for writes that are safe to apply late, such as a turn)."""
     name = method.__name__
 
     async def call(self: AsyncSessionStore, *args: P.args, **kwargs: P.kwargs) -> R:
         bound = getattr(self.store, name)  # the store's own method: any store class works
-        return await self.run(name, functools.partial(bound, *args, **kwargs), write)
+        work = functools.partial(bound, *args, **kwargs)
+        if persistent:
+            work = functools.partial(self.until_stored, work)
+        return await self.run(name, work, write or persistent)
 
     call.__name__ = name
     call.__doc__ = method.__doc__
@@ -75,7 +89,7 @@ class AsyncSessionStore:
     sessions = offloaded(SessionStore.sessions)
     count = offloaded(SessionStore.count, write=True)  # removes expired sessions
     ensure = offloaded(SessionStore.ensure, write=True)
-    append = offloaded(SessionStore.append, write=True)
+    append = offloaded(SessionStore.append, persistent=True)  # an answered turn
     delete = offloaded(SessionStore.delete, write=True)
     rollback = offloaded(SessionStore.rollback, write=True)
     create = offloaded(SessionStore.create, write=True)
@@ -98,14 +112,25 @@ class AsyncSessionStore:
                 future.cancel()  # only takes effect if it has not started
             log.error("session store: %s did not finish within %s s", name, self.timeout)
             raise StoreUnavailable(
-                f"the session store is busy (no answer within {self.timeout:g} s); "
-                "stored history is unchanged, retry shortly"
+                f"the session store is busy (no answer within {self.timeout:g} s); retry shortly"
             ) from None
         except STORE_ERRORS as error:
             log.error("session store: %s failed: %s", name, error)
             raise StoreUnavailable(
                 "the session store failed; stored history is unchanged, retry shortly"
             ) from None
+
+    def until_stored(self, work: Callable[[], R]) -> R:
+        """Run `work` (on the pool thread), retrying while SQLite stays locked. A locked
+        transaction never started, so retrying cannot apply a write twice."""
+        deadline = time.monotonic() + PERSIST_FOR
+        while True:
+            try:
+                return work()
+            except diskcache.Timeout:
+                if self._closed or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @property
     def pending_writes(self) -> int:

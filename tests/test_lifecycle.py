@@ -173,7 +173,8 @@ async def test_a_second_signal_exits_at_once(tmp_path):
             httpx.AsyncClient(base_url=server.url, timeout=20) as client,
             client.stream("POST", "/chat/completions", json=_chat("x")) as response,
         ):
-            await anext(response.aiter_text())
+            chunks = response.aiter_text()  # kept: a dropped iterator closes the response
+            await anext(chunks)
             os.kill(server.process.pid, signal.SIGTERM)
             await _until_logged(server, "draining")
             os.kill(server.process.pid, signal.SIGINT)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 
-from inferd.sessions import SessionStore
+from inferd.sessions import SessionStore, capped
+from tests.processes import fake_server
 
 
 @pytest.fixture
@@ -23,8 +28,11 @@ def _turn(number: int) -> list[dict[str, str]]:
     ]
 
 
-def test_new_ids_are_unique():
-    assert len({SessionStore.new_id() for _ in range(100)}) == 100
+def test_new_ids_are_unique_and_unguessable():
+    ids = [SessionStore.new_id() for _ in range(100)]
+    assert len(set(ids)) == 100
+    # Version-4 UUIDs: 122 bits from os.urandom, so an id cannot be guessed from another.
+    assert all(uuid.UUID(session_id).version == 4 for session_id in ids)
 
 
 def test_ensure_creates_an_empty_session(store):
@@ -268,3 +276,106 @@ def test_concurrent_renames_forks_and_appends_lose_nothing(store):
     assert session.title == "title 19"  # nor a rename by an append
     assert len(set(forks)) == 20
     assert all(store.get(fork).parent == "s" for fork in forks)
+
+
+def test_sessions_expire_after_ttl_without_a_new_turn(tmp_path):
+    store = SessionStore(tmp_path / "sessions", ttl=0.3)
+    try:
+        store.append("old", _turn(1))
+        store.append("renewed", _turn(1))
+        time.sleep(0.2)
+        store.append("renewed", _turn(2))  # a new turn renews the session
+        time.sleep(0.2)
+        assert store.get("old") is None
+        assert store.get("renewed").messages == _turn(1) + _turn(2)
+        assert store.ids() == ["renewed"]
+        assert store.count() == 1  # live sessions, not every one ever made
+    finally:
+        store.close()
+
+
+def test_without_ttl_sessions_never_expire(store):
+    store.append("s", _turn(1))
+    assert store.count() == 1
+
+
+def test_max_messages_drops_the_oldest_turns_but_never_the_system_prompt(tmp_path):
+    store = SessionStore(tmp_path / "sessions", max_messages=5)
+    try:
+        store.ensure("s", None, "rules")
+        for number in range(1, 5):
+            store.append("s", _turn(number))
+        messages = store.get("s").messages
+        assert messages == [{"role": "system", "content": "rules"}, *_turn(3), *_turn(4)]
+    finally:
+        store.close()
+
+
+def test_capped_history_starts_with_a_user_message():
+    system = {"role": "system", "content": "rules"}
+    history = [system, *_turn(1), *_turn(2)]
+    # Three messages fit after the system prompt: a lone answer would lead, so it goes too.
+    assert capped(history, 4) == [system, *_turn(2)]
+    assert capped(_turn(1) + _turn(2), 3) == _turn(2)
+    assert capped(history, 10) is history
+
+
+SESSIONS_CONFIG = """
+[sessions]
+path = "sessions"
+ttl = {ttl}
+
+{auth}
+
+[[models]]
+id = "fake"
+name = "fake/model"
+path = "/x"
+"""
+
+
+def _serve(tmp_path: Path, ttl: float = 3600, auth: str = ""):
+    config = tmp_path / "config.toml"
+    config.write_text(SESSIONS_CONFIG.format(ttl=ttl, auth=auth))
+    return fake_server(config, tmp_path / "server.log")
+
+
+def _sessions_active(base: str, headers: dict[str, str] | None = None) -> float:
+    for line in httpx.get(f"{base}/metrics", headers=headers).text.splitlines():
+        if line.startswith("sessions_active "):
+            return float(line.split()[1])
+    raise AssertionError("no sessions_active in /metrics")
+
+
+def test_a_server_expires_idle_sessions_and_counts_only_live_ones(tmp_path):
+    with _serve(tmp_path, ttl=1) as server:
+        server.wait_ready()
+        body = {"model-name": "fake", "prompt": "Hi", "session-id": "brief"}
+        assert httpx.post(f"{server.url}/chat/completions", json=body).status_code == 200
+        assert httpx.get(f"{server.url}/chat/history/brief").status_code == 200
+        assert _sessions_active(server.url) == 1
+        time.sleep(1.3)
+        assert httpx.get(f"{server.url}/chat/history/brief").status_code == 404
+        assert httpx.get(f"{server.url}/sessions").json() == []
+        assert _sessions_active(server.url) == 0
+
+
+def test_sessions_made_before_auth_was_on_belong_to_no_key(tmp_path):
+    body = {"model-name": "fake", "prompt": "Hi", "session-id": "from-before"}
+    with _serve(tmp_path) as server:
+        server.wait_ready()
+        assert httpx.post(f"{server.url}/chat/completions", json=body).status_code == 200
+    key = {"Authorization": "Bearer k1"}
+    auth = '[auth]\nenabled = true\napi_keys = ["k1"]\npublic_paths = ["/metrics"]'
+    with _serve(tmp_path, auth=auth) as server:
+        server.wait_ready()
+        base = server.url
+        assert httpx.get(f"{base}/sessions", headers=key).json() == []
+        assert httpx.get(f"{base}/chat/history/from-before", headers=key).status_code == 404
+        rollback = httpx.post(f"{base}/chat/history/from-before/rollback", headers=key)
+        assert rollback.status_code == 404
+        assert httpx.delete(f"{base}/chat/history/from-before", headers=key).status_code == 404
+        # Nor can a key take it over by naming it.
+        taken = httpx.post(f"{base}/chat/completions", json=body, headers=key)
+        assert taken.status_code == 404
+        assert _sessions_active(base) == 1  # it is still stored, untouched

@@ -1,6 +1,8 @@
 """A real `inferd` server process that serves FakeBackend: for process-level tests.
 
-    python -m inferd.testing.server CONFIG [--step-delay S] [--load-delay S] [--endless]
+    python -m inferd.testing.server CONFIG [--step-delay S] [--load-delay S]
+                                           [--load-error TEXT] [--endless] [--port N]
+                                           [--context-length N]
 
 CONFIG is an ordinary config file; every model in it is served by one FakeBackend (no
 weights, deterministic text), and the process runs exactly as `inferd serve` does --
@@ -23,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", help="config file; its models are served by FakeBackend")
     parser.add_argument("--step-delay", type=float, default=0.0, help="seconds per token")
     parser.add_argument("--load-delay", type=float, default=0.0, help="seconds to load")
+    parser.add_argument("--load-error", help="fail every load with this message")
     parser.add_argument("--endless", action="store_true", help="never end an answer")
+    parser.add_argument("--context-length", type=int, default=256, help="the model's context")
     parser.add_argument("--port", type=int, help="override [server] port")
     args = parser.parse_args(argv)
     config = load_config(args.config)
@@ -32,7 +36,11 @@ def main(argv: list[str] | None = None) -> None:
             update={"server": config.server.model_copy(update={"port": args.port})}
         )
     backend = FakeBackend(
-        step_delay=args.step_delay, load_delay=args.load_delay, endless=args.endless
+        step_delay=args.step_delay,
+        load_delay=args.load_delay,
+        load_error=args.load_error,
+        endless=args.endless,
+        context_length=args.context_length,
     )
 
     def factory(model: ModelConfig, device: str) -> FakeBackend:
