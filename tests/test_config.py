@@ -103,6 +103,13 @@ def test_an_unknown_table_is_an_error_when_the_app_is_built(tmp_path):
         (MODEL + "max_concurrent = 0\n", "models.0.max_concurrent"),
         (MODEL + "quantization = 'int3'\n", "models.0.quantization"),
         ('[[models]]\nid = "m"\nname = "n"\n', "models.0.path"),
+        (MODEL + "max_queue = -1\n", "models.0.max_queue"),
+        (MODEL + "queue_timeout = 0\n", "models.0.queue_timeout"),
+        ("[server]\nlog_format = 'xml'\n", "server.log_format"),
+        ("[server]\nmax_connections = 0\n", "server.max_connections"),
+        ("[server]\nheader_timeout = 20\nbody_timeout = 10\n", "body_timeout"),
+        ("[sessions]\nttl = 0\n", "sessions.ttl"),
+        ("[sessions]\nmax_messages = 1\n", "sessions.max_messages"),
     ],
 )
 def test_invalid_values_are_errors_naming_the_key(tmp_path, text, fragment):
@@ -111,6 +118,18 @@ def test_invalid_values_are_errors_naming_the_key(tmp_path, text, fragment):
         load_config(path)
     assert fragment in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_operational_defaults(tmp_path):
+    config = load_config(_write(tmp_path, MODEL))
+    server, sessions, (model,) = config.server, config.sessions, config.models
+    assert (server.drain_timeout, server.header_timeout, server.body_timeout) == (30, 10, 30)
+    assert (server.max_connections, server.log_format) == (512, "text")
+    assert (sessions.ttl, sessions.max_messages, sessions.timeout) == (None, 500, 5)
+    # Every peer loads at start: /readiness is only "ready" once models can serve.
+    assert model.preload is True
+    assert (model.max_concurrent, model.max_queue, model.queue_limit) == (8, None, 32)
+    assert model.queue_timeout == 30
 
 
 def test_a_model_id_or_name_used_twice_is_an_error(tmp_path):
