@@ -91,7 +91,7 @@ def loopback_only(url: str) -> None:
 
 
 def start_server(
-    model_dir: Path, folder: Path, max_concurrent: int
+    model_dir: Path, folder: Path, max_concurrent: int, threads: int | None
 ) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
