@@ -95,6 +95,8 @@ class _ReleasingObserver:
     def __init__(self, inner: GenerationObserver, ticket: Ticket) -> None:
         self._inner = inner
         self._ticket = ticket
+        # The plugins' output transforms, which the Stream looks for on its observer.
+        self.output_filter = getattr(inner, "output_filter", None)
 
     def on_admitted(self, stats: GenerationStats) -> None:
         self._inner.on_admitted(stats)
