@@ -13,9 +13,9 @@ of that, an inference server needs:
   balancer looks elsewhere; requests in flight close their connection when they end, so the
   drain does not wait out idle keep-alive connections; idle WebSockets are closed
   (1001 "going away"), busy ones once their answer ends;
-- a clean end (`shut_down`): wait for cancelled turns to store what they had, close the
-  session store (its pending writes finish first), and stop every model's owner thread,
-  which closes its backend (MLX's close() included);
+- a clean end (`shut_down`): wait for cancelled turns to store what they had and for
+  the plugins' async hooks, close the session store (its pending writes finish first),
+  and stop every model's owner thread, which closes its backend (MLX's close() included);
 - a second signal during the drain exits at once (`exit_on_second_signal`).
 
 server.py installs the drain and the clean end for a real server only: sanic-testing's
@@ -94,15 +94,22 @@ class Lifecycle:
         while app.ctx.admission.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await asyncio.sleep(0)  # let just-cancelled handlers hand their writes to the store
+        try:  # async plugin hooks of the generations that ended during the drain
+            await app.ctx.plugins.background.drain(max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            log.error("async plugin hooks still running at shutdown")
         await app.ctx.sessions.close(timeout=max(0.0, deadline - time.monotonic()))
         workers = app.ctx.registry.workers()
         for worker in workers:
             worker.stop()
         for worker in workers:
             remaining = max(0.0, deadline - time.monotonic())
-            if not await asyncio.to_thread(worker.join, remaining):
+            # The owner thread's last act is closing its backend (engine.py).
+            if await asyncio.to_thread(worker.join, remaining):
+                log.info("closed %s", worker.label)
+            else:
                 log.warning("%s did not stop within %g s", worker.label, CLOSE_TIMEOUT)
-        log.info("stopped: %d models closed, session store closed", len(workers))
+        log.info("stopped: session store closed, %d models stopped", len(workers))
 
 
 def _drain_timeout(app: Sanic) -> float:

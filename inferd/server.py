@@ -26,7 +26,9 @@ def serve(app: Sanic, config: Config, *, sanic_access_log: bool = False) -> None
         exit_on_second_signal()  # first: a second signal must work during the drain
         await lifecycle.begin_drain(app)
 
-    app.before_server_stop(drain)
+    # Stop listeners run in reverse priority order: the drain goes before any other
+    # (a plugin's may wait for its own work), so no new request is taken meanwhile.
+    app.before_server_stop(drain, priority=-100)
     app.after_server_stop(lifecycle.shut_down)
     app.run(
         host=config.server.host,

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from inferd.sessions import SessionStore
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
-from tests.processes import ServerProcess, fake_server
+from tests.processes import ServerProcess, fake_server, inferd_serve
 from tests.streams import parse_sse, wait_for
 
 
@@ -135,6 +135,7 @@ async def test_sigterm_lets_a_stream_finish_stores_it_and_exits_0(tmp_path):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     # Every backend was closed on its own owner thread, then the store.
     assert "fake backend closed on: ['inferd-fake@cpu']" in server.log_text()
+    assert "closed fake@cpu" in server.log_text()
     assert "session store closed" in server.log_text()
 
 
@@ -215,3 +216,26 @@ async def test_shut_down_stores_closes_the_store_and_closes_backends_on_their_th
     store.close()
     with pytest.raises(Exception, match="shutting down"):
         await app.ctx.sessions.get("s")
+
+
+@pytest.mark.real_model
+async def test_sigterm_closes_an_mlx_model_on_its_thread_and_exits_0(tmp_path, stories_path):
+    """MLX wants its streams released on the thread that used them (MlxBackend.close());
+    without that, the process can abort at exit instead of ending with 0."""
+    pytest.importorskip("mlx.core")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[sessions]\npath = "sessions"\n\n[[models]]\nid = "stories"\nname = "stories260K"\n'
+        f'path = "{stories_path}"\ndevice = "metal"\n'
+    )
+    with inferd_serve(config, tmp_path / "server.log") as server:
+        await asyncio.to_thread(server.wait_ready)
+        body = {"model": "stories", "prompt": "Once upon a time", "max_tokens": 8}
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            assert (await client.post("/completions", json=body)).status_code == 200
+        os.kill(server.process.pid, signal.SIGTERM)
+        exit_code = await asyncio.to_thread(server.exit_code, 60)
+        log = server.log_text()
+    assert exit_code == 0, log
+    assert "closed stories@metal" in log  # its owner thread ended, closing the backend
+    assert "terminate called" not in log
