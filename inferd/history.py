@@ -71,6 +71,7 @@ def detail(session: Session) -> dict:
     ).model_dump()
 
 
+# Every session route may answer 503 (with Retry-After) when the session store is busy.
 @describe(
     "Session ids, oldest first (with ?detail=true, each session's metadata)",
     "sessions",
@@ -92,7 +93,7 @@ async def list_sessions(request: Request) -> HTTPResponse:
     "A session's messages",
     "sessions",
     replies={200: list[HistoryMessage]},
-    errors=(404, *COMMON_ERRORS),
+    errors=(404, *COMMON_ERRORS, 503),
 )
 async def get_history(request: Request, session_id: str) -> HTTPResponse:
     session_id = unquote(session_id)
@@ -102,7 +103,7 @@ async def get_history(request: Request, session_id: str) -> HTTPResponse:
     return json([HistoryMessage(**m).model_dump() for m in session.messages])
 
 
-@describe("Delete a session", "sessions", replies={204: None}, errors=(404, *COMMON_ERRORS))
+@describe("Delete a session", "sessions", replies={204: None}, errors=(404, *COMMON_ERRORS, 503))
 async def delete_history(request: Request, session_id: str) -> HTTPResponse:
     session_id = unquote(session_id)
     if not await request.app.ctx.sessions.delete(session_id, owner_of(request)):
@@ -116,7 +117,7 @@ async def delete_history(request: Request, session_id: str) -> HTTPResponse:
     body=RollbackRequest,
     body_required=False,
     replies={200: RollbackReply},
-    errors=(404, *BODY_ERRORS),
+    errors=(404, *BODY_ERRORS, 503),
 )
 async def rollback(request: Request, session_id: str) -> HTTPResponse:
     """Remove the last `amount` messages (default 1); fewer remain when there are fewer."""
