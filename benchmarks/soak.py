@@ -181,8 +181,16 @@ async def soak(args: argparse.Namespace, base: str, pid: int | None) -> dict[str
         "rss_mib_start": rss.get("start", rss["first"]),
         "rss_mib_end": rss["end"],
         "rss_drift_percent": _drift(rss.get("start", rss["first"]), rss["end"]),
+        # Caches (SQLite's page cache, allocators) may still fill after the warm-up: the
+        # second half shows whether memory keeps growing.
+        "rss_drift_second_half_percent": _drift(_sample_at(samples, elapsed / 2), rss["end"]),
         "rss_samples": samples,
     }
+
+
+def _sample_at(samples: list[tuple[float, float | None]], seconds: float) -> float | None:
+    later = [rss for at, rss in samples if at >= seconds]
+    return later[0] if later else None
 
 
 def _drift(start: float | None, end: float | None) -> float | None:
@@ -195,13 +203,13 @@ def report(result: dict[str, object]) -> None:
         "wrong_statuses", "transport_errors", "session_messages_checked", "lost_messages",
         "corrupted_messages", "late_turns", "health_p50_ms", "health_p99_ms", "health_failures",
         "tokens_per_second", "rss_mib_first", "rss_mib_start", "rss_mib_end", "rss_drift_percent",
-        "server_exit_code",
+        "rss_drift_second_half_percent", "server_exit_code",
     ):  # fmt: skip
         if key in result:
-            print(f"{key:>26}: {result[key]}")
+            print(f"{key:>30}: {result[key]}")
     for key in ("unexpected_5xx_examples", "problem_examples"):
         for example in result[key]:  # type: ignore[attr-defined]
-            print(f"{'':>26}  {example}")
+            print(f"{'':>30}  {example}")
 
 
 def main() -> None:
