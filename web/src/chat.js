@@ -200,7 +200,7 @@ export class Chat {
   // Quietly replace the mirror with the server's history (a banner shown meanwhile stays).
   // The server records a stopped answer once it notices the disconnect, with every token
   // sent by then; until it has (fewer messages than shown here), try again a little later.
-  async resync(id, attempts = 5) {
+  async resync(id, attempts = 12) {
     if (!this.idle || this.editing !== null || this.sessionId !== id) return;
     let messages;
     try {
@@ -209,8 +209,11 @@ export class Chat {
       return; // the next request reports whatever is wrong
     }
     if (!this.idle || this.editing !== null || this.sessionId !== id) return;
-    if (messages.length < this.messages.length && attempts > 1) {
-      setTimeout(() => this.resync(id, attempts - 1), RESYNC_MS * 2);
+    if (messages.length < this.messages.length) {
+      // Not recorded yet (a busy server notices the disconnect late): wait longer each
+      // time, and never replace what is shown with a shorter history.
+      const delay = Math.min(RESYNC_MS * 2 ** (12 - attempts), 3000);
+      if (attempts > 1) setTimeout(() => this.resync(id, attempts - 1), delay);
       return;
     }
     this.messages = messages;
