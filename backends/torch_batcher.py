@@ -39,8 +39,8 @@ class TorchBatcher:
         compute_lock: threading.Lock | None = None,
     ) -> None:
         """compute_lock, when given, is held for every forward pass (see torch_threads.py)."""
-        self._runner = runner
-        self._sampler = sampler
+        self.runner = runner
+        self.sampler = sampler
         self.scheduler = scheduler
         self._lock = compute_lock or contextlib.nullcontext()
         self._seqs: dict[int, SequenceState] = {}
@@ -50,7 +50,7 @@ class TorchBatcher:
             raise BackendError("cannot generate from an empty prompt")
         check_params(params)
         seq = SequenceState.new(seq_id, prompt_ids, params)
-        seq.sampler_state = self._sampler.new_generator(params)
+        seq.sampler_state = self.sampler.new_generator(params)
         try:
             self.scheduler.add(seq)
         except ValueError as error:
@@ -109,8 +109,8 @@ class TorchBatcher:
 
     def _run(self, items: list[Item]) -> dict[int, tuple[int, bool]]:
         """One forward pass and the sampling: {seq_id: (token, finite)} for sampling rows."""
-        output = self._runner.run(items)
+        output = self.runner.run(items)
         if not output.sampling:
             return {}
-        picks = self._sampler.sample(output.logits, output.sampling)
+        picks = self.sampler.sample(output.logits, output.sampling)
         return {seq.seq_id: pick for seq, pick in zip(output.sampling, picks, strict=True)}

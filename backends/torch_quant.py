@@ -1,11 +1,14 @@
 """Weight formats for the torch backend: plain dtypes, and int8 / int4 weights on a CPU.
 
 - "fp32", "fp16", "bf16": the weights in that dtype (CUDA's default is bf16).
-- "int8" (the CPU default): torch's dynamic quantization (`quantize_dynamic`, fbgemm):
-  int8 weights per output channel, activations quantized per step, int8 matrix products.
-  Every Linear, the output projection included, which for small models is the largest.
-  Measured on a 2-core AVX-512 Xeon: 2.2-3x the fp32 speed at 1 to 32 rows per step, and
-  it scales with the batch (benchmarks/bench_quant.py). Its activations stay fp32.
+- "int8" (the CPU default): int8 weights with a scale per output channel, and each
+  token's activations quantized to int8 with its own scale as it arrives (llama.cpp's
+  q8_0 and vLLM's W8A8 do the same); the product is `torch._int_mm`, exact in int32,
+  then scaled back to fp32. Every Linear, the output projection included (for small
+  models the largest). Per-token scales make a token's result independent of the other
+  tokens in its step: greedy output is the same alone, in a batch, prefilled in chunks or
+  after a cached prefix. torch's `quantize_dynamic` (fbgemm) measured faster at 8+ rows
+  per step, but its one activation scale per step ties every row to the others.
 - "int4": groupwise 4-bit weights through torch's own CPU kernel
   (`_weight_int4pack_mm_for_cpu`, bf16 activations): half the bytes of int8 again.
 
@@ -16,7 +19,7 @@ one row with bf16 activations, slow as the batch grows).
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -57,17 +60,43 @@ def check_quantization(quantization: str, device: torch.device) -> None:
 
 
 def quantize(model: nn.Module, quantization: str) -> nn.Module:
-    """The model with its Linear layers in the weight format (in place where possible)."""
+    """The model with its Linear layers in the weight format (replaced in place)."""
     if quantization == "int8":
-        with warnings.catch_warnings():
-            # torch.ao.quantization announces its move to torchao; the kernels are the same
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(
-                model, {nn.Linear}, dtype=torch.qint8, inplace=True
-            )
-    if quantization == "int4":
-        _replace_linears(model)
+        _replace_linears(model, Int8Linear, lambda linear: True)
+    elif quantization == "int4":
+        # the packed layout wants whole groups along the input, 16s along the output
+        _replace_linears(
+            model,
+            Int4Linear,
+            lambda linear: linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0,
+        )
     return model
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights (a scale per output) and int8 activations per token."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+        quantized = torch.round(weight / scale[:, None]).to(torch.int8)
+        # (in, out) as a transposed view: the layout _int_mm reads fastest at one row
+        self.register_buffer("weight_t", quantized.t())
+        self.register_buffer("weight_scale", scale)
+        bias = linear.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        # each token its own scale: its result never depends on the other tokens
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127
+        quantized = torch.round(rows / scale).to(torch.int8)
+        out = torch._int_mm(quantized, self.weight_t) * (scale * self.weight_scale)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 class Int4Linear(nn.Module):
@@ -93,13 +122,13 @@ class Int4Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
-def _replace_linears(model: nn.Module) -> None:
+def _replace_linears(
+    model: nn.Module, kind: type[nn.Module], fits: Callable[[nn.Linear], bool]
+) -> None:
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            # the packed layout wants whole groups along the input, 16s along the output
-            fits = child.in_features % INT4_GROUP == 0 and child.out_features % 16 == 0
-            if isinstance(child, nn.Linear) and fits:
-                setattr(module, name, Int4Linear(child))
+            if isinstance(child, nn.Linear) and fits(child):
+                setattr(module, name, kind(child))
 
 
 def _pack_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
