@@ -10,6 +10,7 @@ detokenisation, cancellation).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,9 @@ DEVICES = ("cpu", "cuda")
 # Tokenizers without a limit report a huge sentinel (int(1e30)) as model_max_length.
 _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+# from_pretrained is not thread-safe: it swaps process-wide state (the default device is
+# "meta" while it builds the model), so two models loading at once break each other.
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +107,9 @@ class TorchBackend:
             torch.set_num_threads(self.options.threads or physical_cores())
         try:
             # The model first: its config errors say more than the tokenizer's would.
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
-            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            with _LOADING:
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
         except Exception as e:  # OSError, ValueError, KeyError, ...: whatever transformers raises
             raise BackendError(f"cannot load model {self.path!r}: {_one_line(e)}") from e
         _check_architecture(model, self.path)
