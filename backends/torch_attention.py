@@ -7,8 +7,8 @@ calls the function registered here (as `config._attn_implementation`) for every 
 the per-step StepLayout arrives through the forward's keyword arguments. The function
 stores the new keys and values in the cache and attends each sequence to its own:
 
-- decode rows together: their cached keys gathered into one padded (rows, heads, length,
-  head_dim) batch with a mask for the shorter rows, one scaled_dot_product_attention;
+- decode rows together: their cached keys gathered into one padded (kv_heads, rows,
+  length, head_dim) batch with a mask for the shorter rows, two batched matmuls;
 - each prefill chunk on its own: its sequence's keys so far, causal from its offset.
 
 The model is called without a transformers Cache (use_cache=False): this function is
@@ -47,7 +47,7 @@ class StepLayout:
     slots: torch.Tensor  # (tokens,) the cache slot of every token of the packed row
     num_decode: int = 0  # the row starts with this many single-token (decode) queries
     decode_slots: torch.Tensor | None = None  # (num_decode, longest) padded with block 0
-    decode_mask: torch.Tensor | None = None  # (num_decode, 1, 1, longest) or None: no padding
+    decode_mask: torch.Tensor | None = None  # (1, num_decode, 1, longest) 0 / -inf, or None
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -70,19 +70,7 @@ def paged_attention(
     heads, tokens, head_dim = query.shape[1:]
     out = query.new_empty((tokens, heads, head_dim))
     if layout.num_decode:
-        rows = layout.num_decode
-        # (heads, rows, 1, d) -> (rows, heads, 1, d): each decode token is a batch row
-        q = query[0, :, :rows].unsqueeze(2).transpose(0, 1)
-        keys, values = layout.cache.gather(layer, layout.decode_slots)
-        attended = F.scaled_dot_product_attention(
-            q,
-            keys.transpose(0, 1),
-            values.transpose(0, 1),
-            attn_mask=layout.decode_mask,
-            scale=scaling,
-            enable_gqa=True,
-        )
-        out[:rows] = attended[:, :, 0]
+        out[: layout.num_decode] = _decode_attention(layout, layer, query, scaling)
     for chunk in layout.prefills:
         end = chunk.start + chunk.length
         keys, values = layout.cache.gather(layer, chunk.kv_slots)
@@ -97,6 +85,31 @@ def paged_attention(
         )
         out[chunk.start : end] = attended[0].transpose(0, 1)
     return out.unsqueeze(0), None
+
+
+def _decode_attention(
+    layout: StepLayout, layer: int, query: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """The decode rows' attention, all rows at once: (rows, heads, head_dim).
+
+    Two batched matrix products over (kv_head, row), each query head grouped under its
+    key/value head, measured 2x faster than scaled_dot_product_attention (with
+    enable_gqa or repeated heads) for single-token queries on a CPU.
+    """
+    rows = layout.num_decode
+    heads, head_dim = query.shape[1], query.shape[3]
+    keys, values = layout.cache.gather(layer, layout.decode_slots)  # (kv, rows, length, d)
+    kv_heads = keys.shape[0]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else head_dim**-0.5
+    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
+    q = query[0, :, :rows].reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
+    scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
+    if layout.decode_mask is not None:
+        scores = scores + layout.decode_mask  # 0 or -inf per (row, position)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+    attended = torch.matmul(weights, values)  # (kv, rows, group, d)
+    return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)
 
 
 AttentionInterface.register(ATTENTION_NAME, paged_attention)

@@ -30,6 +30,7 @@ class KVCache:
     ) -> None:
         self.block_size = block_size
         self.num_blocks = num_blocks
+        self.dtype = dtype
         slots = num_blocks * block_size
         shape = (kv_heads, slots, head_dim)
         # torch.empty: on a CPU the pages are only committed once a block is first used.

@@ -107,7 +107,9 @@ class ModelRunner:
         if min(lengths) != longest:
             valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
             slots = torch.where(valid, slots, NULL_BLOCK * size)
-            layout.decode_mask = self._to_device(valid[:, None, None, :])
+            mask = torch.zeros(valid.shape, dtype=self.cache.dtype)
+            mask = mask.masked_fill(~valid, float("-inf"))
+            layout.decode_mask = self._to_device(mask[None, :, None, :])
         layout.num_decode = len(seqs)
         layout.decode_slots = self._to_device(slots.contiguous())
 
