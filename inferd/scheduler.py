@@ -149,14 +149,12 @@ class Scheduler:
         seq.num_computed = len(cached) * self.blocks.block_size
         self.prefix_hit_tokens += seq.num_computed
         seq.block_hashes = self._hashes_of(seq, len(cached))
-        seq.started = True
 
     def _unstart(self, seq: SequenceState) -> None:
         """Give a sequence's blocks back and forget its progress (it is not running)."""
         self.blocks.release(seq.blocks)
         seq.blocks, seq.block_hashes = [], []
         seq.num_computed = 0
-        seq.started = False
 
     def _hashes_of(self, seq: SequenceState, count: int) -> list[int]:
         """The chained hashes of a sequence's first `count` blocks (as register() computes)."""

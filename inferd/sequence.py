@@ -1,9 +1,9 @@
 """One sequence as the scheduler sees it: its tokens, how many are computed, its blocks.
 
-A sequence is prefilling while `num_computed` is short of its tokens minus one, and
-decoding after: then each step feeds its last token and appends the one sampled from it.
-`tokens` holds the prompt and everything generated, so a sequence preempted to free
-memory can be computed again from them.
+`num_pending` tokens are still to run through the model: the rest of the prompt while
+it is prefilled, then one (the last sampled) per step while it decodes. `tokens` holds
+the prompt and everything generated, so a sequence preempted to free memory can be
+computed again from them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ class SequenceState:
     num_computed: int = 0  # tokens whose keys/values are in the cache
     blocks: list[int] = field(default_factory=list)  # the block table
     block_hashes: list[int] = field(default_factory=list)  # of registered full blocks
-    started: bool = False  # has been given blocks (a prefix match happens once, then)
     sampler_state: Any = None  # the backend's per-sequence sampling state (e.g. an RNG)
 
     @classmethod
@@ -35,12 +34,3 @@ class SequenceState:
     def num_pending(self) -> int:
         """Tokens still to run through the model before the next one can be sampled."""
         return len(self.tokens) - self.num_computed
-
-    @property
-    def decoding(self) -> bool:
-        """Past its prompt: each step runs exactly one token (the last sampled)."""
-        return self.num_pending == 1 and len(self.tokens) > self.num_prompt
-
-    @property
-    def num_generated(self) -> int:
-        return len(self.tokens) - self.num_prompt
