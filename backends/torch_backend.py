@@ -51,7 +51,7 @@ class EngineOptions:
     threads: int | None = None  # CPU intra-op threads; default: physical cores
     kv_cache_tokens: int = 65536  # token positions in the KV cache, all sequences together
     prefix_cache_tokens: int | None = None  # kept for reuse after release; None: no bound
-    max_batch_tokens: int = 128  # tokens per step while sequences decode
+    max_batch_tokens: int = 64  # tokens per step while sequences decode
     max_prefill_tokens: int = 512  # tokens per step when nothing decodes
     block_size: int = 16  # token positions per KV cache block
 

@@ -132,7 +132,7 @@ class ModelConfig(_Section):
     threads: int | None = Field(None, ge=1)  # CPU threads; default: the physical cores
     kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
-    max_batch_tokens: int = Field(128, ge=16)  # tokens per step while requests decode
+    max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
 
     @property
     def queue_limit(self) -> int:

@@ -76,7 +76,7 @@ class ModelWorker:
         *,
         batch_steps: bool = True,
     ) -> None:
-        """batch_steps=False ignores a backend's step_many() (for benchmarks and tests)."""
+        """batch_steps=False ignores a DecodingBackend's step_many() (for tests)."""
         self.label = label
         self.state: WorkerState = "unloaded"
         self.error: str | None = None
@@ -91,7 +91,6 @@ class ModelWorker:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._backend: Backend | None = None
-        self._batcher: Batcher | None = None
         self._lock = threading.Lock()
 
     # -- called from the event loop -------------------------------------------------
@@ -161,7 +160,7 @@ class ModelWorker:
             self._loaded.set_exception(error)
             self._fail_pending(str(error))
             return
-        self._backend, self._batcher = backend, batcher
+        self._backend = backend
         self.info = info
         self.state = "ready"
         self._loaded.set_result(info)
