@@ -62,10 +62,6 @@ class TorchBatcher:
         if seq is not None:
             self.scheduler.finish(seq)
 
-    @property
-    def has_work(self) -> bool:
-        return self.scheduler.has_work
-
     def step(self) -> list[StepResult]:
         batch = self.scheduler.schedule()
         results = [StepResult(seq.seq_id, error=BackendError(why)) for seq, why in batch.failed]
