@@ -4,8 +4,9 @@ All rows are processed as one (rows, vocab) tensor: repeat penalty, presence and
 frequency penalties, temperature, top-k, top-p, and then a pick. Greedy rows take the
 argmax. Sampled rows draw with the exponential race (argmax of p / q with q ~ Exp(1),
 equivalent to drawing from p), the noise coming from each sequence's own generator, so
-a seeded request gives the same tokens alone or in any batch: a row always draws as many numbers as it has candidates
-(its top_k, or the vocabulary), whatever the other rows want. The tokens and a per-row
+a seeded request gives the same tokens alone or in any batch: a row always draws as many
+numbers as it has candidates (its top_k, or the vocabulary), whatever the other rows
+want. The tokens and a per-row
 "finite" flag cross to the host together: one sync per step.
 
 A temperature below 1e-5 is greedy (as in vLLM): dividing by 1e-40 would overflow to

@@ -114,3 +114,16 @@ def test_a_non_finite_row_is_flagged_and_the_others_are_not():
 def test_out_of_range_params_are_named(field: str, value: float):
     with pytest.raises(BackendError, match=field):
         check_params(SamplingParams(**{field: value}))
+
+
+def test_presence_and_frequency_penalties_count_the_recent_window():
+    scores = torch.zeros(2, 8)
+    history = [7] * 10 + [1, 2, 2, 3] * 16  # the 7s are older than the last 64 ids
+    rows = [
+        seq(SamplingParams(temperature=0, presence_penalty=0.5, frequency_penalty=1.0), history),
+        seq(SamplingParams(temperature=0), [1, 2]),
+    ]
+    penalised = Sampler(CPU, 8)._penalise_occurrences(scores, rows)
+    # presence once per id seen, frequency once per occurrence; the other row untouched
+    assert penalised[0].tolist() == [0, -16.5, -32.5, -16.5, 0, 0, 0, 0]
+    assert penalised[1].tolist() == [0.0] * 8
