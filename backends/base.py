@@ -54,6 +54,11 @@ class SamplingParams:
 OCCURRENCE_WINDOW = 64
 
 
+# Temperatures below this are greedy, in every backend (as in vLLM): dividing logits by a
+# tinier one overflows to inf and NaN.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the engine needs to know about a loaded model."""

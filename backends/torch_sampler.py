@@ -19,10 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from inferd.backends.base import OCCURRENCE_WINDOW, BackendError, SamplingParams
+from inferd.backends.base import GREEDY_BELOW, OCCURRENCE_WINDOW, BackendError, SamplingParams
 from inferd.sequence import SequenceState
-
-GREEDY_BELOW = 1e-5
 
 
 def check_params(params: SamplingParams) -> None:
