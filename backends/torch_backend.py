@@ -96,15 +96,13 @@ class TorchBackend:
         if context_length is not None and context_length < 1:
             raise BackendError(f"context_length must be positive, got {context_length}")
         self.options = options or EngineOptions()
+        self.threads = self.options.threads or physical_cores()
         self._context_length = context_length
         self._model: PreTrainedModel | None = None
         self._tokenizer: Any = None
 
     def load(self) -> ModelInfo:
         _check_local_path(self.path)
-        if self.device.type == "cpu":
-            # per calling thread (OpenMP): the owner thread that loads also steps
-            torch.set_num_threads(self.options.threads or physical_cores())
         try:
             # The model first: its config errors say more than the tokenizer's would.
             with _LOADING:
@@ -171,8 +169,10 @@ class TorchBackend:
             options.max_prefill_tokens,
         )
         sampler = Sampler(self.device, config.vocab_size)
-        lock = CPU_COMPUTE if self.device.type == "cpu" else None
-        return TorchBatcher(ModelRunner(self._model, cache), sampler, scheduler, lock)
+        runner = ModelRunner(self._model, cache)
+        if self.device.type != "cpu":
+            return TorchBatcher(runner, sampler, scheduler)
+        return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
 
     def _loaded_tokenizer(self) -> Any:
         if self._tokenizer is None:

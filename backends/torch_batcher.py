@@ -23,6 +23,7 @@ import torch
 from inferd.backends.base import BackendError, SamplingParams, StepResult
 from inferd.backends.torch_runner import ModelRunner
 from inferd.backends.torch_sampler import Sampler, check_params
+from inferd.backends.torch_threads import use_threads
 from inferd.scheduler import Scheduler
 from inferd.sequence import SequenceState
 
@@ -37,12 +38,15 @@ class TorchBatcher:
         sampler: Sampler,
         scheduler: Scheduler,
         compute_lock: threading.Lock | None = None,
+        threads: int | None = None,
     ) -> None:
-        """compute_lock, when given, is held for every forward pass (see torch_threads.py)."""
+        """compute_lock, when given, is held for every forward pass, which then runs on
+        `threads` CPU threads (see torch_threads.py)."""
         self.runner = runner
         self.sampler = sampler
         self.scheduler = scheduler
         self._lock = compute_lock or contextlib.nullcontext()
+        self._threads = threads
         self._seqs: dict[int, SequenceState] = {}
 
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
@@ -68,6 +72,8 @@ class TorchBatcher:
         if not batch.items:
             return results
         with torch.inference_mode(), self._lock:
+            if self._threads is not None:
+                use_threads(self._threads)
             sampled, failed = self._run_isolating(batch.items)
         if failed:
             batch.items = [(seq, n) for seq, n in batch.items if seq.seq_id not in failed]

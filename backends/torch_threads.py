@@ -1,11 +1,11 @@
 """CPU threads for torch: how many, and one model computing at a time.
 
-torch.set_num_threads sets the intra-op (OpenMP) team of the thread that calls it, so
-each model-owner thread sets its own after loading. Two CPU models stepping at the same
-time would then run two teams on the same cores and slow each other down (spinning
-OpenMP workers make oversubscription much worse than a 2x split). So every CPU step
-takes CPU_COMPUTE: models on the CPU take turns step by step, each step using all of its
-`threads`; a GPU model does not take it.
+torch.set_num_threads acts process-wide (measured with torch 2.13: a count set on one
+thread is what every thread then runs with), and two CPU models stepping at the same
+time would run two OpenMP teams on the same cores, slowing each other down far more
+than a 2x split (waiting workers spin). So every CPU step takes CPU_COMPUTE -- models on
+the CPU take turns step by step -- and sets its own model's thread count inside it (a
+no-op unless two models are configured differently). A GPU model does not take it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ import os
 import threading
 from pathlib import Path
 
+import torch
+
 CPU_COMPUTE = threading.Lock()
+
+
+def use_threads(count: int) -> None:
+    """Make torch's intra-op thread count `count` (call it holding CPU_COMPUTE)."""
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
 
 
 def physical_cores() -> int:

@@ -160,19 +160,6 @@ def test_the_cpu_default_is_int8(stories_path: Path):
 
 
 @pytest.mark.real_model
-def test_load_sets_the_owner_threads_torch_threads(stories_path: Path):
-    def load() -> int:
-        TorchBackend(str(stories_path), options=EngineOptions(threads=2)).load()
-        return torch.get_num_threads()
-
-    seen: list[int] = []
-    thread = threading.Thread(target=lambda: seen.append(load()))
-    thread.start()
-    thread.join()
-    assert seen == [2]
-
-
-@pytest.mark.real_model
 def test_bad_requests_raise(stories):
     batcher = stories.batcher(1)
     with pytest.raises(BackendError, match="empty prompt"):
