@@ -225,7 +225,30 @@ def generate_rate(model: torch.nn.Module, prompt: list[int], tokens: int) -> flo
     return max(rates)
 
 
-async def engine(model_dir: Path, args: argparse.Namespace) -> dict:
+class Baselines:
+    """Plain generate (fp32 and the engine's precision) and the bandwidth bound, measured
+    again right before each scenario: on a shared machine the load drifts within a run,
+    so each figure is compared with baselines taken next to it."""
+
+    def __init__(self, model_dir: Path, quantization: str) -> None:
+        self.fp32 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.fp32_bytes = weight_bytes(self.fp32)
+        fresh = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.same = same_precision(fresh, quantization)
+        self.same_bytes = weight_bytes(self.same)
+        self.prompt = list(range(1000, 1064))
+
+    def measure(self) -> dict[str, float]:
+        bandwidth = bandwidth_gbs() * 1e9
+        return {
+            "generate_fp32": generate_rate(self.fp32, self.prompt, 16),
+            "generate_same": generate_rate(self.same, self.prompt, 16),
+            "bound": bandwidth / self.same_bytes,
+            "bound_fp32": bandwidth / self.fp32_bytes,
+        }
+
+
+async def engine(model_dir: Path, args: argparse.Namespace, baselines: Baselines) -> dict:
     options = EngineOptions(threads=args.threads, max_batch_tokens=args.max_batch_tokens)
     backend = TorchBackend(str(model_dir), quantization=args.quantization, options=options)
     worker = ModelWorker("bench", lambda: backend, max_concurrent=32)
@@ -234,8 +257,9 @@ async def engine(model_dir: Path, args: argparse.Namespace) -> dict:
         await worker.ready()
         await streams(worker, 2, 4, first_seed=10_000)  # warm-up
         for count in args.concurrency:
+            base = baselines.measure()
             result = await streams(worker, count, args.tokens, first_seed=100 * count)
-            results[f"{count} streams"] = result
+            results[f"{count} streams"] = {**result, **base}
         results["interference"] = await interference(worker, backend, args.long_prompt)
         results["prefix reuse"] = await prefix_reuse(worker, backend)
     finally:
@@ -258,35 +282,28 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or build_random_qwen(Path(tmp) / "qwen", QWEN25_05B)
-        fp32 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        prompt = list(range(1000, 1064))
-        base = generate_rate(fp32, prompt, 32)
-        fp32_bytes = weight_bytes(fp32)
-        same = same_precision(fp32, args.quantization)
-        same_rate = generate_rate(same, prompt, 32)
-        bound = bandwidth_gbs() * 1e9 / weight_bytes(same)
-        fp32_bound = bandwidth_gbs() * 1e9 / fp32_bytes
-        del fp32, same
-        results = asyncio.run(engine(model_dir, args))
-    report(args, base, same_rate, fp32_bound, bound, results)
+        baselines = Baselines(model_dir, args.quantization)
+        results = asyncio.run(engine(model_dir, args, baselines))
+    report(args, results)
 
 
-def report(args, base: float, same: float, fp32_bound: float, bound: float, results: dict):
+def report(args: argparse.Namespace, results: dict) -> None:
     q = args.quantization
     print(
         f"model: random Qwen2.5-0.5B shape, {q}, threads {args.threads}, "
         f"max_batch_tokens {args.max_batch_tokens}, {args.tokens} new tokens per stream"
     )
-    print(f"generate fp32 {base:.1f} tok/s; generate {q} {same:.1f} tok/s")
-    print(f"bandwidth bound: fp32 {fp32_bound:.1f} tok/s, {q} {bound:.1f} tok/s")
     for name, row in results.items():
         cells = [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()]
         print(f"{name:>14}: {', '.join(cells)}")
         if "aggregate" in row:
             rate = row["aggregate"]
-            line = f"aggregate = {rate / base:.1f}x generate fp32"
+            line = f"aggregate = {rate / row['generate_fp32']:.1f}x generate fp32"
             if name == "1 streams":
-                line += f", {rate / bound:.0%} of the {q} bound, {rate / same:.2f}x generate {q}"
+                line += (
+                    f", {rate / row['bound']:.0%} of the {q} bound, "
+                    f"{rate / row['generate_same']:.2f}x generate {q}"
+                )
             print(f"{'':>14}  {line}")
     if "interference" in results:
         row = results["interference"]
