@@ -4,7 +4,14 @@ A backend owns one loaded model on one device. Everything here is called from th
 model-owner thread of inferd's engine, never from the event loop: a backend may block.
 The engine (inferd/engine.py) does the generic work around it -- end-of-sequence,
 token budgets, stop sequences, detokenisation and cancellation -- so a backend only
-turns prompts into ids and produces one next token per step.
+turns prompts into ids and produces next tokens.
+
+A backend produces tokens in one of two ways:
+- a ContinuousBackend hands the engine a Batcher: sequences join it and leave it, and
+  each step() advances all of them by one forward pass (the torch backend: its own
+  scheduler, paged KV cache and chunked prefill);
+- a DecodingBackend starts one Decoding per request, which the engine steps in turn,
+  or several at once through the optional step_many() (MLX, the test fakes).
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ class SamplingParams:
 OCCURRENCE_WINDOW = 64
 
 
+# Temperatures below this are greedy, in every backend (as in vLLM): dividing logits by a
+# tinier one overflows to inf and NaN.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the engine needs to know about a loaded model."""
@@ -54,6 +66,7 @@ class ModelInfo:
     context_length: int
     eos_token_ids: frozenset[int]
     has_chat_template: bool
+    quantization: str | None = None  # the weight format in use ("int8", "bf16", ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,37 @@ class TokenEvent:
     stats: GenerationStats | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one step did for one sequence: its next token, or the error that ended it."""
+
+    seq_id: int
+    token: int | None = None
+    error: Exception | None = None
+
+
+class Batcher(Protocol):
+    """Continuous batching over one loaded model, driven by the engine's owner thread.
+
+    Sequences join with add() and leave with finish(); each step() runs one forward pass
+    for whatever the batcher schedules. A sequence gets at most one token per step and
+    none while its prompt is still being computed. An error confined to one sequence
+    (a bad token id, a numeric failure in its row) ends that sequence alone.
+    """
+
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        """Queue a sequence; raises (BackendError) when it can never run, e.g. too long."""
+        ...
+
+    def step(self) -> list[StepResult]:
+        """Run one step; results only for sequences that got a token or failed."""
+        ...
+
+    def finish(self, seq_id: int) -> None:
+        """Drop a sequence (done, cancelled or failed) and free its cache; idempotent."""
+        ...
+
+
 class Decoding(Protocol):
     """One in-flight generation inside a backend: holds its KV cache and sampler state."""
 
@@ -99,7 +143,7 @@ class Decoding(Protocol):
 
 
 class Backend(Protocol):
-    """A model loaded on one device."""
+    """A model loaded on one device: tokenizer side. Generation is below."""
 
     def load(self) -> ModelInfo:
         """Load weights and tokenizer (blocking); called once on the owner thread."""
@@ -117,16 +161,28 @@ class Backend(Protocol):
         """Text of token ids (special tokens skipped); used for incremental detokenisation."""
         ...
 
+
+class ContinuousBackend(Backend, Protocol):
+    """A backend that schedules and batches its sequences itself."""
+
+    def batcher(self, max_running: int) -> Batcher:
+        """The batcher the engine drives (called once, on the owner thread, after load)."""
+        ...
+
+
+class DecodingBackend(Backend, Protocol):
+    """A backend with one Decoding per request; the engine batches them (inferd/decodings.py)."""
+
     def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> Decoding:
         """Begin a generation; the model runs on the returned object's first step()."""
         ...
 
 
-class BatchingBackend(Backend, Protocol):
+class BatchingBackend(DecodingBackend, Protocol):
     """A backend with the optional batched step; the engine uses it when it is present.
 
     Without it the engine calls each Decoding's step() in turn: one forward pass per
-    sequence per turn. Both built-in backends implement it.
+    sequence per turn. The MLX backend implements it.
     """
 
     def step_many(self, decodings: Sequence[Decoding]) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inferd.backends.base import (
+    GREEDY_BELOW,
     OCCURRENCE_WINDOW,
     BackendError,
     ChatMessage,
@@ -106,6 +107,7 @@ class MlxBackend:
             or DEFAULT_CONTEXT_LENGTH,
             eos_token_ids=frozenset(eos),
             has_chat_template=bool(tokenizer.has_chat_template),
+            quantization=self.quantization,
         )
 
     def encode_text(self, text: str) -> list[int]:
@@ -182,7 +184,9 @@ class MlxBackend:
 
         # mlx-lm rejects top_k >= vocab size; keeping every token is no top-k at all.
         top_k = params.top_k if 0 < params.top_k < self._vocab_size else 0
-        return make_sampler(temp=params.temperature, top_p=params.top_p, top_k=top_k)
+        # A tiny temperature would overflow mlx-lm's logits * (1 / temp): it is greedy.
+        temp = 0.0 if params.temperature < GREEDY_BELOW else params.temperature
+        return make_sampler(temp=temp, top_p=params.top_p, top_k=top_k)
 
     def _quantize(self, model: nn.Module, config: dict[str, Any]) -> nn.Module:
         import mlx.core as mx

@@ -1,44 +1,59 @@
 """Torch backend: a Hugging Face transformers causal LM on the CPU or a CUDA GPU.
 
-TorchBackend loads the model and tokenizer, turns prompts into ids, and starts
-generations (backends/torch_decoding.py: a KV cache plus a sampler per request). It is
-a BatchingBackend: step_many() decodes several requests in one forward pass. The engine
-does everything else (EOS, budgets, stop strings, detokenisation, cancellation).
+TorchBackend loads the model (in the weight format of backends/torch_quant.py) and the
+tokenizer, turns prompts into ids, and hands the engine a Batcher
+(backends/torch_batcher.py): continuous batching over a paged KV cache with chunked
+prefill and prefix reuse. The engine does everything else (EOS, budgets, stop strings,
+detokenisation, cancellation).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from inferd.backends.base import (
-    BackendError,
-    ChatMessage,
-    Decoding,
-    ModelInfo,
-    SamplingParams,
-)
+from inferd.backends import torch_attention
+from inferd.backends.base import BackendError, ChatMessage, ModelInfo
 from inferd.backends.chat_template import render_plain_chat
-from inferd.backends.torch_decoding import DecodeBatch, TorchDecoding
+from inferd.backends.torch_batcher import TorchBatcher
+from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_quant import (
+    DTYPES,
+    check_quantization,
+    default_quantization,
+    quantize,
+)
+from inferd.backends.torch_runner import ModelRunner
+from inferd.backends.torch_sampler import Sampler
+from inferd.backends.torch_threads import CPU_COMPUTE, physical_cores
+from inferd.kv_blocks import BlockManager
+from inferd.scheduler import Scheduler
 
 DEVICES = ("cpu", "cuda")
-QUANTIZATIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 # Tokenizers without a limit report a huge sentinel (int(1e30)) as model_max_length.
 _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+# from_pretrained is not thread-safe: it swaps process-wide state (the default device is
+# "meta" while it builds the model), so two models loading at once break each other.
+_LOADING = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """The torch engine's knobs (config.toml documents each; None means the default)."""
+
+    threads: int | None = None  # CPU intra-op threads; default: physical cores
+    kv_cache_tokens: int = 65536  # token positions in the KV cache, all sequences together
+    prefix_cache_tokens: int | None = None  # kept for reuse after release; None: no bound
+    max_batch_tokens: int = 64  # tokens per step while sequences decode
+    max_prefill_tokens: int = 512  # tokens per step when nothing decodes
+    block_size: int = 16  # token positions per KV cache block
 
 
 def pick_device(device: str, cuda_available: bool) -> torch.device:
@@ -53,18 +68,12 @@ def pick_device(device: str, cuda_available: bool) -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(device: torch.device, quantization: str | None, bf16_supported: bool) -> torch.dtype:
-    """Weight dtype: the quantization override, else fp32 on CPU and bf16 (or fp16) on CUDA."""
-    if quantization is not None:
-        if quantization not in QUANTIZATIONS:
-            allowed = ", ".join(repr(q) for q in [None, *QUANTIZATIONS])
-            raise BackendError(
-                f"torch backend: unsupported quantization {quantization!r}; allowed: {allowed}"
-            )
-        return QUANTIZATIONS[quantization]
-    if device.type == "cpu":
-        return torch.float32
-    return torch.bfloat16 if bf16_supported else torch.float16
+def pick_quantization(device: torch.device, quantization: str | None, bf16: bool) -> str:
+    """The weight format: the configured one (checked against the device), else the default."""
+    if quantization is None:
+        return default_quantization(device, bf16)
+    check_quantization(quantization, device)
+    return quantization
 
 
 class TorchBackend:
@@ -76,36 +85,40 @@ class TorchBackend:
         device: str = "cpu",
         quantization: str | None = None,
         context_length: int | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
         self.path = path
         # Validate eagerly so a bad config fails before any weights are read.
         self.device = pick_device(device, torch.cuda.is_available())
         bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.dtype = pick_dtype(self.device, quantization, bf16)
+        self.quantization = pick_quantization(self.device, quantization, bf16)
+        self.dtype = DTYPES[self.quantization]
         if context_length is not None and context_length < 1:
             raise BackendError(f"context_length must be positive, got {context_length}")
+        self.options = options or EngineOptions()
+        self.threads = self.options.threads or physical_cores()
         self._context_length = context_length
         self._model: PreTrainedModel | None = None
         self._tokenizer: Any = None
-        self._cache_arg = "cache"
-        self._forward_kwargs: dict[str, Any] = {}
-        self._batch: DecodeBatch | None = None  # the decodings step_many() last packed
 
     def load(self) -> ModelInfo:
         _check_local_path(self.path)
         try:
             # The model first: its config errors say more than the tokenizer's would.
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
-            model.to(self.device).eval()
-            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            with _LOADING:
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
         except Exception as e:  # OSError, ValueError, KeyError, ...: whatever transformers raises
             raise BackendError(f"cannot load model {self.path!r}: {_one_line(e)}") from e
+        _check_architecture(model, self.path)
+        model.set_attn_implementation(torch_attention.ATTENTION_NAME)
+        model = quantize(model.to(self.device).eval(), self.quantization)
         self._model, self._tokenizer = model, tokenizer
-        self._cache_arg, self._forward_kwargs = _forward_kwargs(model)
         return ModelInfo(
             context_length=self._context_length or _context_length(model, tokenizer, self.path),
             eos_token_ids=_eos_token_ids(model, tokenizer),
             has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+            quantization=self.quantization,
         )
 
     def encode_text(self, text: str) -> list[int]:
@@ -128,41 +141,38 @@ class TorchBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self._loaded_tokenizer().decode(list(token_ids), skip_special_tokens=True)
 
-    def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> TorchDecoding:
+    def batcher(self, max_running: int) -> TorchBatcher:
+        """A batcher with its own KV cache (sized by the options) over the loaded model."""
         if self._model is None:
             raise BackendError(f"model {self.path!r} is not loaded; call load() first")
-        if not prompt_ids:
-            raise BackendError("cannot generate from an empty prompt")
-        return TorchDecoding(self._model, prompt_ids, params, self._cache_arg, self._forward_kwargs)
-
-    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
-        """One token for each decoding, the decode steps of all of them in one forward pass.
-
-        Prefills (first steps) still run one sequence at a time. The decoding sequences'
-        caches are packed into one left-padded batch that stays packed while the same
-        decodings keep coming back, so a steady batch copies no cache between steps; a
-        changed set (one joined, finished or was cancelled) is unpacked and packed anew.
-        """
-        tokens: dict[int, int] = {}
-        rows: list[int] = []
-        for i, decoding in enumerate(decodings):
-            if isinstance(decoding, TorchDecoding) and decoding.batchable:
-                rows.append(i)
-            else:
-                tokens[i] = decoding.step()  # a prefill, or a cache that cannot be batched
-        if len(rows) == 1:
-            tokens[rows[0]] = decodings[rows[0]].step()
-        elif rows:
-            members = [decodings[i] for i in rows]
-            if self._batch is None or self._batch.members != members:
-                if self._batch is not None:
-                    self._batch.dissolve()
-                self._batch = DecodeBatch(
-                    self._model, members, self._cache_arg, self._forward_kwargs
-                )
-            for i, token in zip(rows, self._batch.step(), strict=True):
-                tokens[i] = token
-        return [tokens[i] for i in range(len(decodings))]
+        options = self.options
+        size = options.block_size
+        num_blocks = max(1, -(-options.kv_cache_tokens // size))
+        config = self._model.config.get_text_config()
+        heads = config.num_attention_heads
+        cache = KVCache(
+            num_layers=config.num_hidden_layers,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            num_blocks=num_blocks + 1,  # block 0 is the cache's padding block
+            block_size=size,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        cached = options.prefix_cache_tokens
+        blocks = BlockManager(
+            num_blocks, size, num_blocks if cached is None else cached // size, first_block=1
+        )
+        scheduler = Scheduler(
+            blocks,
+            max(options.max_batch_tokens, max_running),
+            options.max_prefill_tokens,
+        )
+        sampler = Sampler(self.device, config.vocab_size)
+        runner = ModelRunner(self._model, cache)
+        if self.device.type != "cpu":
+            return TorchBatcher(runner, sampler, scheduler)
+        return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
 
     def _loaded_tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -170,15 +180,19 @@ class TorchBackend:
         return self._tokenizer
 
 
-def _forward_kwargs(model: PreTrainedModel) -> tuple[str, dict[str, Any]]:
-    """The cache argument's name (renamed in transformers 5.x) and constant forward() args."""
-    names = inspect.signature(model.forward).parameters
-    cache_arg = "cache" if "cache" in names else "past_key_values"
-    kwargs: dict[str, Any] = {"use_cache": True}
-    if "logits_to_keep" in names:
-        # the prefill only needs the last position's logits, not prompt x vocab of them
-        kwargs["logits_to_keep"] = 1
-    return cache_arg, kwargs
+def _check_architecture(model: PreTrainedModel, path: str) -> None:
+    """The paged engine needs transformers' attention interface and full attention only."""
+    if not getattr(model, "_supports_attention_backend", False):
+        raise BackendError(
+            f"cannot serve {path!r}: its architecture ({type(model).__name__}) does not take "
+            "a custom attention function in this transformers version"
+        )
+    layer_types = getattr(model.config.get_text_config(), "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        raise BackendError(
+            f"cannot serve {path!r}: sliding-window or other non-full attention layers are "
+            "not supported by the torch engine yet"
+        )
 
 
 def _check_local_path(path: str) -> None:

@@ -115,18 +115,24 @@ class ModelConfig(_Section):
     name: str = Field(min_length=1)
     path: str = Field(min_length=1)
     context_length: int | None = Field(None, ge=16)
-    # torch: weight dtype "fp32" | "fp16" | "bf16"; MLX: "4bit" | "8bit".
-    quantization: Literal["fp32", "fp16", "bf16", "4bit", "8bit"] | None = None
+    # torch: "int8" | "int4" (CPU only) | "fp32" | "fp16" | "bf16"; default int8 on a CPU,
+    # bf16 on CUDA. MLX: "4bit" | "8bit" (default: the checkpoint's own weights).
+    quantization: Literal["fp32", "fp16", "bf16", "int8", "int4", "4bit", "8bit"] | None = None
     # The device a request gets when it names none; also where `preload` loads it.
     device: DeviceName = "cpu"
     # Load at start-up (/readiness waits for it); false loads on the first request.
     preload: bool = True
-    # Requests decoded together (round-robin); more wait in a FIFO queue.
+    # Requests generated together; more wait in a FIFO queue.
     max_concurrent: int = Field(8, ge=1)
     # Requests allowed to wait (default 4 x max_concurrent); more are refused with a 503.
     max_queue: int | None = Field(None, ge=0)
     # Seconds a request may wait in the queue before it is refused with a 503.
     queue_timeout: float = Field(30.0, gt=0)
+    # The torch engine (see config.toml for what each one trades):
+    threads: int | None = Field(None, ge=1)  # CPU threads; default: the physical cores
+    kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
+    prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
+    max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
 
     @property
     def queue_limit(self) -> int:

@@ -1,19 +1,20 @@
-"""The model-owner thread: one per loaded (model, device), loading and decoding.
+"""The model-owner thread: one per loaded (model, device), loading and generating.
 
 MLX streams and torch's inference mode are thread-local, and generation must never
 block the event loop, so each model gets one long-lived thread that loads the backend
-and then decodes every admitted request round-robin, one token each per turn: a long
-answer never starves a short one, and a cancelled request is dropped before its next
-step. When the backend has the optional step_many() (backends/base.py), a turn is one
-call for all active requests, so the backend can decode them in one forward pass. Work
-crosses threads in one direction through a thread-safe inbox and comes back through
-`loop.call_soon_threadsafe` into each request's asyncio queue.
+and then drives its Batcher (backends/base.py): admitted requests join it, each turn is
+one step() that advances every running request by at most one token, and a request
+leaves it when it ends or is cancelled -- a cancelled one before its next step. A
+ContinuousBackend brings its own batcher (the torch engine: scheduler, paged KV cache,
+chunked prefill, prefix reuse); a DecodingBackend is batched by inferd/decodings.py.
+Work crosses threads in one direction through a thread-safe inbox and comes back
+through `loop.call_soon_threadsafe` into each request's asyncio queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -27,15 +28,15 @@ from typing import Any, Literal, TypeVar
 from inferd.backends.base import (
     Backend,
     BackendError,
-    Decoding,
-    FinishReason,
+    Batcher,
     ModelInfo,
     SamplingParams,
+    StepResult,
     TokenEvent,
 )
-from inferd.detokenizer import IncrementalDetokenizer
-from inferd.stops import StopMatcher
+from inferd.decodings import DecodingBatcher
 from inferd.stream import Admitted, GenerationObserver, Stream
+from inferd.tracker import RequestTracker
 
 log = logging.getLogger("inferd.engine")
 T = TypeVar("T")
@@ -48,61 +49,20 @@ class _Call:
     future: Future[Any]
 
 
-class _Sequence:
-    """Owner-thread state of one admitted request: applies the generic stopping rules."""
-
-    def __init__(self, stream: Stream, backend: Backend, info: ModelInfo) -> None:
-        self.stream = stream
-        self.stats = stream.stats
-        self.eos_ids = info.eos_token_ids
-        # Never decode past the context window, whatever max_tokens says; the backend
-        # sizes its buffers from max_tokens, so it only ever sees the capped value.
-        self.budget = min(stream.params.max_tokens, info.context_length - len(stream.prompt_ids))
-        self.params = dataclasses.replace(stream.params, max_tokens=self.budget)
-        self.detokenizer = IncrementalDetokenizer(backend.decode, stream.prompt_ids)
-        self.stops = StopMatcher(self.params.stop)
-        self.decoding = backend.start(stream.prompt_ids, self.params)  # last: it holds a cache
-
-    def advance(self) -> bool:
-        """Decode one token and push its text; True when the request is finished."""
-        return self.accept(self.decoding.step())
-
-    def accept(self, token: int) -> bool:
-        """Push the text of a token decoded for this request; True when it is finished."""
-        now = time.monotonic()
-        if self.stats.first_token_at is None:
-            self.stats.first_token_at = now
-        if token in self.eos_ids:
-            return self.finish("stop")
-        self.stats.generated_tokens += 1
-        text, hit_stop = self.stops.push(self.detokenizer.push(token))
-        if text:
-            self.stream.push(TokenEvent(text=text, token_id=token))
-        if hit_stop:
-            return self.finish("stop", flush=False)
-        if self.stats.generated_tokens >= self.budget:
-            return self.finish("length")
-        return False
-
-    def finish(self, reason: FinishReason, *, flush: bool = True, error: str | None = None) -> bool:
-        if flush:
-            text, _ = self.stops.push(self.detokenizer.flush())
-            text += self.stops.flush()
-            if text:
-                self.stream.push(TokenEvent(text=text))
-        self.decoding.close()
-        self.stats.finished_at = time.monotonic()
-        self.stats.finish_reason = reason
-        self.stream.push(TokenEvent(finish_reason=reason, error=error, stats=self.stats))
-        return True
-
-
 def client_message(error: Exception) -> str:
     """What a client may see of a generation failure: a BackendError's message is meant
     for users; anything else (a torch or MLX internal error) stays in the log."""
     if isinstance(error, BackendError):
         return str(error)
     return f"internal error ({type(error).__name__}); see the server log"
+
+
+def make_batcher(backend: Backend, max_running: int, *, batch_steps: bool = True) -> Batcher:
+    """The backend's own batcher when it has one, else Decodings stepped together."""
+    own = getattr(backend, "batcher", None)
+    if own is not None:
+        return own(max_running)
+    return DecodingBatcher(backend, batch_steps=batch_steps)  # type: ignore[arg-type]
 
 
 class ModelWorker:
@@ -116,7 +76,7 @@ class ModelWorker:
         *,
         batch_steps: bool = True,
     ) -> None:
-        """batch_steps=False ignores a backend's step_many() (for benchmarks and tests)."""
+        """batch_steps=False ignores a DecodingBackend's step_many() (for tests)."""
         self.label = label
         self.state: WorkerState = "unloaded"
         self.error: str | None = None
@@ -127,7 +87,8 @@ class ModelWorker:
         self._inbox: queue.SimpleQueue[Stream | _Call | None] = queue.SimpleQueue()
         self._loaded: Future[ModelInfo] = Future()
         self._waiting: deque[Stream] = deque()
-        self._active: list[_Sequence] = []
+        self._active: dict[int, RequestTracker] = {}  # by sequence id, in admission order
+        self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._backend: Backend | None = None
         self._lock = threading.Lock()
@@ -191,6 +152,7 @@ class ModelWorker:
         try:
             backend = self._make_backend()
             info = backend.load()
+            batcher = make_batcher(backend, self._max_concurrent, batch_steps=self._batch_steps)
         except Exception as error:  # any load failure must reach /readiness and requests
             log.error("loading %s failed: %s", self.label, error)
             self.error = str(error)
@@ -204,8 +166,10 @@ class ModelWorker:
         self._loaded.set_result(info)
         log.info("loaded %s (context %d)", self.label, info.context_length)
         while self._take_work(block=not (self._active or self._waiting)):
-            self._admit(backend, info)
-            self._step_all()
+            self._admit(backend, batcher, info)
+            self._step(batcher)
+        for seq_id in list(self._active):
+            batcher.finish(seq_id)
         # Optional hook: MLX must release its thread-local streams on the thread that used them.
         close = getattr(backend, "close", None)
         if close is not None:
@@ -249,56 +213,51 @@ class ModelWorker:
             elif isinstance(item, Stream):
                 item.push(TokenEvent(finish_reason="error", error=message))
 
-    def _admit(self, backend: Backend, info: ModelInfo) -> None:
+    def _admit(self, backend: Backend, batcher: Batcher, info: ModelInfo) -> None:
         while self._waiting and len(self._active) < self._max_concurrent:
             stream = self._waiting.popleft()
             if stream.cancelled.is_set():
                 continue
             stream.stats.started_at = time.monotonic()
             stream.push(Admitted())
+            seq_id = next(self._ids)
             try:
-                self._active.append(_Sequence(stream, backend, info))
+                tracker = RequestTracker(stream, backend, info)
+                batcher.add(seq_id, stream.prompt_ids, tracker.params)
             except Exception as error:
                 log.exception("starting a generation on %s failed", self.label)
                 stream.push(TokenEvent(finish_reason="error", error=client_message(error)))
+                continue
+            self._active[seq_id] = tracker
 
-    def _step_all(self) -> None:
-        for sequence in list(self._active):
-            if sequence.stream.cancelled.is_set():
+    def _step(self, batcher: Batcher) -> None:
+        for seq_id, tracker in list(self._active.items()):
+            if tracker.stream.cancelled.is_set():
                 # The client went away: free the cache before spending another step on it.
-                sequence.decoding.close()
-                self._active.remove(sequence)
-        step_many = getattr(self._backend, "step_many", None) if self._batch_steps else None
-        if step_many is not None and len(self._active) > 1:
-            self._step_batched(step_many)
+                del self._active[seq_id]
+                batcher.finish(seq_id)
+        if not self._active:
             return
-        for sequence in list(self._active):
-            try:
-                done = sequence.advance()
-            except Exception as error:  # one failing request must not stop the others
-                log.exception("generation on %s failed", self.label)
-                done = sequence.finish("error", flush=False, error=client_message(error))
-            if done:
-                self._active.remove(sequence)
-
-    def _step_batched(self, step_many: Callable[[Sequence[Decoding]], list[int]]) -> None:
-        """One step_many() call decodes a token for every active sequence."""
-        batch = list(self._active)
         try:
-            tokens = step_many([sequence.decoding for sequence in batch])
+            results = batcher.step()
         except Exception as error:
-            # A batched forward pass fails as a whole (out of memory, a model bug): the
-            # caches of all its sequences are suspect, so all of them end with the error.
-            log.exception("batched generation on %s failed", self.label)
-            for sequence in batch:
-                sequence.finish("error", flush=False, error=client_message(error))
-            self._active.clear()
-            return
-        for sequence, token in zip(batch, tokens, strict=True):
-            try:
-                done = sequence.accept(token)
-            except Exception as error:  # e.g. a detokeniser failure stays with its request
-                log.exception("generation on %s failed", self.label)
-                done = sequence.finish("error", flush=False, error=client_message(error))
-            if done:
-                self._active.remove(sequence)
+            # The batcher itself broke (not one sequence): nothing it holds can be trusted.
+            log.exception("a generation step on %s failed", self.label)
+            results = [StepResult(seq_id, error=error) for seq_id in self._active]
+        for result in results:
+            tracker = self._active.get(result.seq_id)
+            if tracker is not None and self._record(tracker, result):
+                del self._active[result.seq_id]
+                batcher.finish(result.seq_id)  # free its cache before the client hears the end
+                tracker.end()
+
+    def _record(self, tracker: RequestTracker, result: StepResult) -> bool:
+        """Pass a step's token or error to its request; True when the request is done."""
+        try:
+            if result.error is not None:
+                log.error("generation on %s failed: %s", self.label, result.error)
+                return tracker.fail(client_message(result.error))
+            return tracker.accept(result.token)  # type: ignore[arg-type]
+        except Exception as error:  # e.g. a detokeniser failure stays with its request
+            log.exception("generation on %s failed", self.label)
+            return tracker.fail(client_message(error))

@@ -28,7 +28,7 @@ async def get_model(request: Request, model_id: str) -> HTTPResponse:
         id=model.id,
         name=model.name,
         context_length=registry.context_length(model),
-        quantization=model.quantization,
+        quantization=registry.quantization(model),
         device=model.device,
         loaded_devices=registry.loaded_devices(model),
     )

@@ -29,9 +29,20 @@ def default_backend_factory(model: ModelConfig, device: str) -> Backend:
         from inferd.backends.mlx_backend import MlxBackend
 
         return MlxBackend(model.path, model.quantization, model.context_length)
-    from inferd.backends.torch_backend import TorchBackend
+    from inferd.backends.torch_backend import EngineOptions, TorchBackend
 
-    return TorchBackend(model.path, device, model.quantization, model.context_length)
+    options = EngineOptions(
+        threads=model.threads,
+        kv_cache_tokens=model.kv_cache_tokens,
+        prefix_cache_tokens=model.prefix_cache_tokens,
+        max_batch_tokens=model.max_batch_tokens,
+    )
+    return TorchBackend(model.path, device, model.quantization, model.context_length, options)
+
+
+# The torch backend's default weight formats (backends/torch_quant.py); MLX serves the
+# checkpoint's own unless told. A loaded model reports the one it really uses.
+_DEFAULT_QUANTIZATION = {"cpu": "int8", "cuda": "bf16"}
 
 
 def _context_from_config_file(path: str) -> int | None:
@@ -153,6 +164,13 @@ class ModelRegistry:
             for (model_id, device), worker in self._workers.items()
             if model_id == model.id and worker.state == "ready"
         ]
+
+    def quantization(self, model: ModelConfig) -> str | None:
+        """The weight format in use: a loaded worker's, else configured, else the default."""
+        for (model_id, device), worker in self._workers.items():
+            if model_id == model.id and device == model.device and worker.info:
+                return worker.info.quantization
+        return model.quantization or _DEFAULT_QUANTIZATION.get(model.device)
 
     def context_length(self, model: ModelConfig) -> int | None:
         """Configured, else from a loaded worker, else from a local config.json."""

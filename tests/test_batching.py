@@ -1,146 +1,132 @@
-"""Batched decode steps: TorchBackend.step_many() and the engine's use of step_many()."""
+"""Greedy output under concurrency equals the output alone, token for token.
+
+The torch engine (backends/torch_batcher.py) on the real stories260K, in fp32: requests
+joining and leaving a running batch, prompts prefilled in chunks beside decoding
+streams, prefixes taken from the cache, and sequences preempted when memory runs out.
+Block size 4 and small token budgets make short prompts cross all of those paths.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from inferd.backends.base import Decoding, SamplingParams
-from inferd.backends.torch_backend import TorchBackend
-from inferd.engine import ModelWorker
-from inferd.testing.fakes import REPLY, FakeBackend
-from tests.batching import GREEDY, PROMPTS, TOKENS, alone, batched
-from tests.streams import wait_for
+from inferd.backends.base import SamplingParams
+from inferd.backends.torch_backend import EngineOptions, TorchBackend
+from inferd.backends.torch_batcher import TorchBatcher
+from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
 
-# Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.real_model
+OPTIONS = EngineOptions(threads=1, kv_cache_tokens=2048, block_size=4, max_batch_tokens=16)
+LONG_PROMPT = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+    "the park. One day, she saw a big, red ball. She wanted to play with it, but it was "
+    "too high. Lily's mom said"
+)
 
 
 @pytest.fixture(scope="module")
 def stories(stories_path: Path) -> TorchBackend:
-    backend = TorchBackend(str(stories_path))
+    backend = TorchBackend(str(stories_path), quantization="fp32", options=OPTIONS)
     backend.load()
     return backend
 
 
-@pytest.mark.real_model
-def test_greedy_batched_steps_equal_unbatched_ones(stories: TorchBackend):
-    expected = [alone(stories, p, GREEDY, TOKENS) for p in PROMPTS]
-    # Staggered joins and different lengths: rows of several lengths, left-padded.
-    assert batched(stories, [GREEDY] * 4, joins=(0, 0, 3, 7), lengths=[TOKENS] * 4) == expected
+def batcher(backend: TorchBackend, **options: int) -> TorchBatcher:
+    backend.options = dataclasses.replace(OPTIONS, **options)
+    return backend.batcher(8)
 
 
-@pytest.mark.real_model
-def test_each_row_keeps_its_own_sampling_params(stories: TorchBackend):
+def ids(backend: TorchBackend, *texts: str) -> list[list[int]]:
+    return [backend.encode_text(text) for text in texts]
+
+
+def expected(backend: TorchBackend, prompts, params, n: int = TOKENS) -> list[list[int]]:
+    """Each prompt decoded alone, without prefix reuse."""
+    return [
+        run_alone(batcher(backend, prefix_cache_tokens=0), prompt, p, n)
+        for prompt, p in zip(prompts, params, strict=True)
+    ]
+
+
+def test_staggered_joins_and_leaves_give_the_output_alone(stories):
+    prompts = ids(stories, *PROMPTS)
+    alone = expected(stories, prompts, [GREEDY] * 4)
+    lengths = [TOKENS, 10, TOKENS, 5]  # two leave early, while others keep going
+    together = run_together(batcher(stories), prompts, [GREEDY] * 4, (0, 0, 3, 7), lengths)
+    assert together == [tokens[:n] for tokens, n in zip(alone, lengths, strict=True)]
+
+
+def test_each_row_keeps_its_own_sampling_params(stories):
     params = [
         GREEDY,
-        SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=7, max_tokens=64),
-        SamplingParams(temperature=0.0, repeat_penalty=1.5, max_tokens=64),
-        SamplingParams(temperature=1.2, top_k=0, top_p=1.0, seed=3, max_tokens=64),
+        SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=7),
+        SamplingParams(temperature=0.0, repeat_penalty=1.5),
+        SamplingParams(temperature=1.2, top_k=0, top_p=1.0, seed=3),
     ]
-    expected = [alone(stories, p, q, TOKENS) for p, q in zip(PROMPTS, params, strict=False)]
-    assert batched(stories, params, joins=(0, 1, 2, 0), lengths=[TOKENS] * 4) == expected
+    prompts = ids(stories, *PROMPTS)
+    alone = expected(stories, prompts, params)
+    assert run_together(batcher(stories), prompts, params, (0, 1, 2, 0), [TOKENS] * 4) == alone
 
 
-@pytest.mark.real_model
-def test_a_packed_decoding_may_step_alone(stories: TorchBackend):
-    expected = [alone(stories, p, GREEDY, 12) for p in PROMPTS[:2]]
-    first, second = (stories.start(stories.encode_text(p), GREEDY) for p in PROMPTS[:2])
-    got: list[list[int]] = [[], []]
-    for step in range(12):
-        if step % 3 == 2:
-            # stepped on its own while packed: its cache must come back out of the batch
-            got[0].append(first.step())
-            got[1].append(second.step())
-        else:
-            for tokens, token in zip(got, stories.step_many([first, second]), strict=True):
-                tokens.append(token)
-    first.close()
-    second.close()
-    assert got == expected
+def test_a_long_prompt_is_prefilled_in_chunks_beside_decoding_streams(stories):
+    prompts = ids(stories, PROMPTS[0], PROMPTS[1], LONG_PROMPT)
+    alone = expected(stories, prompts, [GREEDY] * 3)
+    engine = batcher(stories, max_batch_tokens=8)
+    for i in range(2):
+        engine.add(i, prompts[i], GREEDY)
+    got: list[list[int]] = [[], [], []]
+    for result in engine.step():  # both short prompts in, first tokens out
+        got[result.seq_id].append(result.token)
+    engine.add(2, prompts[2], GREEDY)
+    steps_before_first_token = 0
+    while len(got[2]) < TOKENS:
+        results = {r.seq_id: r.token for r in engine.step()}
+        if len(got[0]) < TOKENS:
+            # a running stream gets a token on every step of the long prefill
+            assert set(results) >= {0, 1}
+        steps_before_first_token += not got[2]
+        for i, token in results.items():
+            got[i].append(token)
+    assert steps_before_first_token > 4  # the long prompt really went in chunks
+    assert [tokens[:TOKENS] for tokens in got] == alone
 
 
-# --- the engine with a backend that has step_many() -----------------------------------
+def test_a_cached_prefix_gives_the_same_tokens_as_computing_it(stories):
+    first = stories.encode_text(LONG_PROMPT)
+    engine = batcher(stories)
+    answer = run_alone(engine, first, GREEDY, 12)
+    # the next turn repeats the first prompt and its answer, then goes on
+    follow_up = first + answer + stories.encode_text(" The end. Tom")
+    hits = engine.scheduler.prefix_hit_tokens
+    reused = run_alone(engine, follow_up, GREEDY, TOKENS)
+    # the prompt and the answer's computed whole blocks came from the cache
+    assert engine.scheduler.prefix_hit_tokens - hits == (len(first) + 11) // 4 * 4
+    assert reused == expected(stories, [follow_up], [GREEDY])[0]
 
 
-class BatchingBackend(FakeBackend):
-    """A fake backend with step_many(); it records the size of every batched call."""
-
-    def __init__(self, *, batch_error: str | None = None, **kw) -> None:
-        super().__init__(**kw)
-        self.batches: list[int] = []
-        self.batch_error = batch_error
-
-    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
-        self.batches.append(len(decodings))
-        if self.batch_error:
-            raise RuntimeError(self.batch_error)
-        return [decoding.step() for decoding in decodings]
-
-
-async def collect(worker: ModelWorker, n: int, max_tokens: int = 1000) -> list[tuple[str, str]]:
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    streams = [worker.submit([ord("a") + i], params) for i in range(n)]
-
-    async def text(stream) -> tuple[str, str]:
-        pieces = [event async for event in stream]
-        return "".join(e.text for e in pieces), pieces[-1].finish_reason
-
-    return await asyncio.wait_for(asyncio.gather(*(text(s) for s in streams)), timeout=5)
+def test_identical_prompts_share_their_blocks(stories):
+    prompt = stories.encode_text(LONG_PROMPT)
+    engine = batcher(stories)
+    engine.add(0, prompt, GREEDY)
+    while not engine.step():  # the first one prefills, in chunks
+        pass
+    hits = engine.scheduler.prefix_hit_tokens
+    engine.add(1, prompt, GREEDY)
+    engine.step()
+    assert engine.scheduler.prefix_hit_tokens - hits == (len(prompt) - 1) // 4 * 4
+    # one copy of the shared blocks: each sequence holds only its last block on its own
+    blocks = engine.scheduler.blocks
+    assert blocks.num_blocks - blocks.available == -(-len(prompt) // 4) + 1
+    engine.finish(0)
+    engine.finish(1)
 
 
-async def test_the_engine_decodes_concurrent_requests_in_one_call():
-    backend = BatchingBackend()
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        assert await collect(worker, 3) == [(REPLY, "stop")] * 3
-    finally:
-        worker.stop()
-    assert backend.batches and max(backend.batches) == 3
-
-
-async def test_batch_steps_false_ignores_step_many():
-    backend = BatchingBackend()
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4, batch_steps=False)
-    try:
-        await worker.ready()
-        assert await collect(worker, 3) == [(REPLY, "stop")] * 3
-    finally:
-        worker.stop()
-    assert backend.batches == []
-
-
-async def test_a_failed_batch_fails_each_of_its_requests():
-    backend = BatchingBackend(batch_error="out of memory")
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        results = await collect(worker, 2)
-    finally:
-        worker.stop()
-    assert [reason for _, reason in results] == ["error", "error"]
-    assert backend.closed == 2
-
-
-async def test_a_cancelled_request_leaves_the_batch_within_one_step():
-    backend = BatchingBackend(endless=True, step_delay=0.002)
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        params = SamplingParams(temperature=0.0, max_tokens=10_000)
-        streams = [worker.submit([ord("a") + i], params) for i in range(3)]
-        await wait_for(lambda: len(backend.batches) >= 3)
-        streams[0].cancel()
-        calls_at_cancel = len(backend.batches)
-        await wait_for(lambda: backend.closed == 1)
-        await wait_for(lambda: len(backend.batches) >= calls_at_cancel + 4)
-        # At most the batch already running when the flag was set still had its row.
-        assert set(backend.batches[calls_at_cancel + 1 :]) == {2}
-    finally:
-        for stream in streams:
-            stream.cancel()
-        worker.stop()
+def test_preempted_sequences_finish_with_the_output_alone(stories):
+    prompts = ids(stories, *PROMPTS)
+    alone = expected(stories, prompts, [GREEDY] * 4, 40)
+    # 24 blocks of 4 cannot hold four sequences of ~48 tokens: some are preempted
+    engine = batcher(stories, kv_cache_tokens=96, prefix_cache_tokens=0)
+    assert run_together(engine, prompts, [GREEDY] * 4, (0, 0, 0, 0), [40] * 4) == alone

@@ -224,3 +224,13 @@ def test_presence_and_frequency_penalties_change_output(owner: Owner, loaded: Lo
     for fields in ({"presence_penalty": 1.5}, {"frequency_penalty": 1.0}):
         penalised = SamplingParams(temperature=0.0, **fields)
         assert owner(generate, backend, prompt, penalised, 48) != plain, fields
+
+
+def test_a_tiny_temperature_is_greedy(owner: Owner, loaded: Loaded) -> None:
+    # 1 / 1e-40 overflows float32: sampling at it would be inf and NaN, not a token.
+    backend, _ = loaded
+    prompt = owner(backend.encode_text, "Once upon a time")
+    tiny = SamplingParams(temperature=1e-40, seed=1)
+    assert owner(generate, backend, prompt, tiny, 16) == owner(
+        generate, backend, prompt, GREEDY, 16
+    )

@@ -104,3 +104,13 @@ async def test_loaded_devices_lists_each_device_a_model_serves(tmp_path):
         assert response.status == 200
     _, response = await app.asgi_client.get("/models/fake/model")
     assert sorted(response.json["loaded_devices"]) == ["cpu", "cuda"]
+
+
+async def test_quantization_is_the_device_default_until_loaded_then_the_models_own(tmp_path):
+    app = make_app(tmp_path)
+    _, before = await app.asgi_client.get("/models/fake")
+    assert before.json["quantization"] == "int8"  # the torch CPU default
+
+    await app.asgi_client.post("/completions", json={"model": "fake", "prompt": "hi"})
+    _, after = await app.asgi_client.get("/models/fake")
+    assert after.json["quantization"] is None  # what the loaded (fake) backend reports

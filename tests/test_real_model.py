@@ -1,7 +1,8 @@
 """End to end on the real stories260K model: torch on the CPU, and MLX where installed.
 
 Greedy decoding is deterministic, so the text is known (it is the continuation quoted in
-the model's PROVENANCE.md) and every transport must deliver exactly the same text.
+the model's PROVENANCE.md, computed in fp32: the model is served in fp32 here rather
+than the CPU default int8) and every transport must deliver exactly the same text.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ GREEDY = ", there was a little girl named Lily. She loved to play outside in the
 COMPLETION = {"model": "stories260K", "prompt": "Once upon a time", "temperature": 0}
 
 
-@pytest.fixture
-def app(tmp_path: Path, stories_path: Path):
+def make_app(tmp_path: Path, stories_path: Path, **model: str):
     config = parse_config(
         {
             "sessions": {"path": str(tmp_path / "sessions")},
-            "models": [{"id": "stories", "name": "stories260K", "path": str(stories_path)}],
+            "models": [
+                {"id": "stories", "name": "stories260K", "path": str(stories_path), **model}
+            ],
         }
     )
     return create_app(config)
+
+
+@pytest.fixture
+def app(tmp_path: Path, stories_path: Path):
+    return make_app(tmp_path, stories_path, quantization="fp32")
 
 
 async def test_greedy_completion_is_the_known_text(app) -> None:
@@ -87,8 +94,9 @@ async def test_long_prompt_is_rejected_with_400(app) -> None:
     assert "context" in response.json["error"]
 
 
-async def test_metal_device_runs_mlx_with_the_same_greedy_text(app) -> None:
+async def test_metal_device_runs_mlx_with_the_same_greedy_text(tmp_path, stories_path) -> None:
     pytest.importorskip("mlx_lm", reason="mlx-lm is not installed")
+    app = make_app(tmp_path, stories_path)  # MLX serves the checkpoint's own fp32 weights
     body = {**COMPLETION, "max_tokens": 27, "device": "metal"}
     _, response = await app.asgi_client.post("/completions", json=body)
     assert response.status == 200, response.text

@@ -12,8 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferd.backends.base import BackendError, ChatMessage, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
-from inferd.backends.torch_backend import TorchBackend, pick_device, pick_dtype
-from inferd.backends.torch_decoding import OccurrencePenalty
+from inferd.backends.torch_backend import (
+    EngineOptions,
+    TorchBackend,
+    pick_device,
+    pick_quantization,
+)
+from tests.batching import run_alone
 
 # Tiny models gain nothing from intra-op threads (see conftest.single_torch_thread).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -24,11 +29,12 @@ STORY = (
     "high.\nLily's mom said"
 )
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
+ONE_THREAD = EngineOptions(threads=1, kv_cache_tokens=4096)
 
 
 @pytest.fixture(scope="module")
 def stories(stories_path: Path) -> TorchBackend:
-    backend = TorchBackend(str(stories_path))
+    backend = TorchBackend(str(stories_path), quantization="fp32", options=ONE_THREAD)
     backend.load()
     return backend
 
@@ -40,17 +46,13 @@ def stories_model(stories_path: Path):
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tiny_qwen_model_dir: Path) -> TorchBackend:
-    backend = TorchBackend(str(tiny_qwen_model_dir))
+    backend = TorchBackend(str(tiny_qwen_model_dir), quantization="fp32", options=ONE_THREAD)
     backend.load()
     return backend
 
 
 def generate(backend: TorchBackend, prompt: list[int], params: SamplingParams, n: int) -> list[int]:
-    decoding = backend.start(prompt, params)
-    try:
-        return [decoding.step() for _ in range(n)]
-    finally:
-        decoding.close()
+    return run_alone(backend.batcher(1), prompt, params, n)
 
 
 def reference(model, prompt: list[int], n: int, **kwargs) -> list[int]:
@@ -72,7 +74,7 @@ def reference(model, prompt: list[int], n: int, **kwargs) -> list[int]:
 
 @pytest.mark.real_model
 def test_stories_model_info(stories_path: Path):
-    info = TorchBackend(str(stories_path)).load()
+    info = TorchBackend(str(stories_path), options=ONE_THREAD).load()
     assert info.context_length == 512
     assert info.eos_token_ids == frozenset({2})
     assert not info.has_chat_template
@@ -80,7 +82,8 @@ def test_stories_model_info(stories_path: Path):
 
 @pytest.mark.real_model
 def test_context_length_override(stories_path: Path):
-    assert TorchBackend(str(stories_path), context_length=128).load().context_length == 128
+    backend = TorchBackend(str(stories_path), context_length=128, options=ONE_THREAD)
+    assert backend.load().context_length == 128
 
 
 @pytest.mark.real_model
@@ -121,14 +124,14 @@ def test_top_k_one_is_greedy(stories):
 
 @pytest.mark.real_model
 def test_steps_may_run_on_another_thread(stories):
-    # The engine starts a generation and steps it on its model-owner thread.
+    # The engine loads on its model-owner thread and steps there.
     prompt = stories.encode_text("Once upon a time")
-    decoding = stories.start(prompt, GREEDY)
     ids: list[int] = []
-    worker = threading.Thread(target=lambda: ids.extend(decoding.step() for _ in range(8)))
+    worker = threading.Thread(
+        target=lambda: ids.extend(run_alone(stories.batcher(1), prompt, GREEDY, 8))
+    )
     worker.start()
     worker.join()
-    decoding.close()
     assert ids == generate(stories, prompt, GREEDY, 8)
 
 
@@ -142,23 +145,30 @@ def test_plain_chat_fallback_for_an_untemplated_model(stories):
 
 @pytest.mark.real_model
 def test_weight_dtype_override(stories_path: Path):
-    backend = TorchBackend(str(stories_path), quantization="bf16")
-    backend.load()
+    backend = TorchBackend(str(stories_path), quantization="bf16", options=ONE_THREAD)
+    info = backend.load()
     assert backend.dtype == torch.bfloat16
+    assert info.quantization == "bf16"
     assert len(generate(backend, [1, 403], GREEDY, 4)) == 4
 
 
 @pytest.mark.real_model
-def test_closed_generation_and_bad_requests_raise(stories):
-    decoding = stories.start([1, 403], GREEDY)
-    decoding.step()
-    decoding.close()
-    with pytest.raises(BackendError, match="closed"):
-        decoding.step()
+def test_the_cpu_default_is_int8(stories_path: Path):
+    backend = TorchBackend(str(stories_path), options=ONE_THREAD)
+    assert backend.load().quantization == "int8"
+    assert len(generate(backend, [1, 403], GREEDY, 4)) == 4
+
+
+@pytest.mark.real_model
+def test_bad_requests_raise(stories):
+    batcher = stories.batcher(1)
     with pytest.raises(BackendError, match="empty prompt"):
-        stories.start([], GREEDY)
+        batcher.add(0, [], GREEDY)
     with pytest.raises(BackendError, match="top_p"):
-        stories.start([1], SamplingParams(top_p=1.5))
+        batcher.add(0, [1], SamplingParams(top_p=1.5))
+    batcher.finish(0)  # never added: nothing to do
+    with pytest.raises(BackendError, match="kv_cache_tokens"):
+        batcher.add(1, [1] * 5000, GREEDY)  # more than the 4096-token cache
 
 
 # --- tiny Qwen2 with the real Qwen2.5 tokenizer and chat template -------------------------
@@ -224,7 +234,7 @@ def test_broken_model_files_give_one_line_with_the_reason(tmp_path: Path):
 def test_bad_quantization_lists_the_allowed_values():
     with pytest.raises(BackendError, match="'int3'") as err:
         TorchBackend("unused", quantization="int3")
-    assert all(q in str(err.value) for q in ("'fp32'", "'fp16'", "'bf16'"))
+    assert all(q in str(err.value) for q in ("'fp32'", "'fp16'", "'bf16'", "'int8'", "'int4'"))
 
 
 def test_cuda_requested_but_unavailable(monkeypatch: pytest.MonkeyPatch):
@@ -238,15 +248,17 @@ def test_unknown_device():
         pick_device("metal", cuda_available=True)
 
 
-def test_device_and_dtype_choice():
+def test_device_and_weight_format_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert pick_device("cuda", cuda_available=True) == cuda
     assert pick_device("cpu", cuda_available=False) == cpu
-    assert pick_dtype(cpu, None, bf16_supported=False) == torch.float32
-    assert pick_dtype(cuda, None, bf16_supported=True) == torch.bfloat16
-    assert pick_dtype(cuda, None, bf16_supported=False) == torch.float16
-    assert pick_dtype(cuda, "fp32", bf16_supported=True) == torch.float32
-    assert pick_dtype(cpu, "fp16", bf16_supported=False) == torch.float16
+    assert pick_quantization(cpu, None, bf16=False) == "int8"
+    assert pick_quantization(cuda, None, bf16=True) == "bf16"
+    assert pick_quantization(cuda, None, bf16=False) == "fp16"
+    assert pick_quantization(cuda, "fp32", bf16=True) == "fp32"
+    assert pick_quantization(cpu, "fp16", bf16=False) == "fp16"
+    with pytest.raises(BackendError, match="CPU only"):
+        pick_quantization(cuda, "int8", bf16=True)
 
 
 def test_methods_before_load_raise():
@@ -254,15 +266,7 @@ def test_methods_before_load_raise():
     with pytest.raises(BackendError, match="not loaded"):
         backend.encode_text("hi")
     with pytest.raises(BackendError, match="not loaded"):
-        backend.start([1], GREEDY)
-
-
-def test_occurrence_penalty_counts_the_recent_window():
-    penalty = OccurrencePenalty(presence=0.5, frequency=1.0)
-    seen = torch.tensor([[7] * 10 + [1, 2, 2, 3] * 16])  # 7 is older than the last 64 ids
-    scores = penalty(seen, torch.zeros(1, 8))
-    # presence once per id seen, frequency once per occurrence
-    assert scores[0].tolist() == [0, -16.5, -32.5, -16.5, 0, 0, 0, 0]
+        backend.batcher(1)
 
 
 @pytest.mark.real_model

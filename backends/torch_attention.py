@@ -1,0 +1,115 @@
+"""Attention over the paged KV cache, plugged into transformers' attention interface.
+
+A step runs one packed row of tokens through the model: first one token for each
+decoding sequence, then the chunks of prompts being prefilled, each token with its own
+position id. transformers computes the projections and rotary embeddings as usual and
+calls the function registered here (as `config._attn_implementation`) for every layer;
+the per-step StepLayout arrives through the forward's keyword arguments. The function
+stores the new keys and values in the cache and attends each sequence to its own:
+
+- decode rows together: their cached keys gathered into one padded (kv_heads, rows,
+  length, head_dim) batch with a mask for the shorter rows, two batched matmuls;
+- each prefill chunk on its own: its sequence's keys so far, causal from its offset.
+
+The model is called without a transformers Cache (use_cache=False): this function is
+the cache's only reader and writer, so transformers builds no mask and no cache of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from inferd.backends.torch_kv_cache import KVCache
+
+ATTENTION_NAME = "inferd_paged"
+LAYOUT_KWARG = "inferd_layout"
+
+
+@dataclass(slots=True)
+class PrefillChunk:
+    """Query tokens [start, start + length) of the packed row: one sequence's chunk."""
+
+    start: int
+    length: int
+    kv_slots: torch.Tensor  # slots of all its positions up to the chunk's end
+    mask: torch.Tensor | None  # (length, kv) causal from the chunk's offset; None if none cached
+
+
+@dataclass(slots=True)
+class StepLayout:
+    """Where one step's tokens go in the cache and what each of them attends to."""
+
+    cache: KVCache
+    slots: torch.Tensor  # (tokens,) the cache slot of every token of the packed row
+    num_decode: int = 0  # the row starts with this many single-token (decode) queries
+    decode_slots: torch.Tensor | None = None  # (num_decode, longest) padded with block 0
+    decode_mask: torch.Tensor | None = None  # (1, num_decode, 1, longest) 0 / -inf, or None
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+def paged_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention signature: (1, heads, tokens, head_dim) in, (1, tokens,
+    heads, head_dim) out."""
+    layout = kwargs[LAYOUT_KWARG]
+    assert isinstance(layout, StepLayout)
+    layer = module.layer_idx
+    layout.cache.write(layer, layout.slots, key[0], value[0])
+    heads, tokens, head_dim = query.shape[1:]
+    out = query.new_empty((tokens, heads, head_dim))
+    if layout.num_decode:
+        out[: layout.num_decode] = _decode_attention(layout, layer, query, scaling)
+    for chunk in layout.prefills:
+        end = chunk.start + chunk.length
+        keys, values = layout.cache.gather(layer, chunk.kv_slots)
+        attended = F.scaled_dot_product_attention(
+            query[:, :, chunk.start : end],
+            keys.unsqueeze(0),
+            values.unsqueeze(0),
+            attn_mask=chunk.mask,
+            is_causal=chunk.mask is None,
+            scale=scaling,
+            enable_gqa=True,
+        )
+        out[chunk.start : end] = attended[0].transpose(0, 1)
+    return out.unsqueeze(0), None
+
+
+def _decode_attention(
+    layout: StepLayout, layer: int, query: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """The decode rows' attention, all rows at once: (rows, heads, head_dim).
+
+    Two batched matrix products over (kv_head, row), each query head grouped under its
+    key/value head, measured 2x faster than scaled_dot_product_attention (with
+    enable_gqa or repeated heads) for single-token queries on a CPU.
+    """
+    rows = layout.num_decode
+    heads, head_dim = query.shape[1], query.shape[3]
+    keys, values = layout.cache.gather(layer, layout.decode_slots)  # (kv, rows, length, d)
+    kv_heads = keys.shape[0]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else head_dim**-0.5
+    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
+    q = query[0, :, :rows].reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
+    scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
+    if layout.decode_mask is not None:
+        scores = scores + layout.decode_mask  # 0 or -inf per (row, position)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+    attended = torch.matmul(weights, values)  # (kv, rows, group, d)
+    return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)
+
+
+AttentionInterface.register(ATTENTION_NAME, paged_attention)

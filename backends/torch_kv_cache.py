@@ -1,0 +1,57 @@
+"""The KV cache's tensors: every layer's keys and values, preallocated in blocks.
+
+One tensor per layer for keys and one for values, shaped (kv_heads, slots, head_dim)
+where slots = num_blocks * block_size: position p of a sequence lives in slot
+`blocks[p // block_size] * block_size + p % block_size` of its block table (the
+bookkeeping is inferd/kv_blocks.py). Sequences join and leave without moving anybody's
+data, and a prefix shared by several sequences is stored once.
+
+Block 0 is never handed out: it stays zero and pads the gathers of short rows (reading
+it is harmless and it is masked out), so nothing uninitialised is ever read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NULL_BLOCK = 0
+
+
+class KVCache:
+    def __init__(
+        self,
+        num_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.dtype = dtype
+        slots = num_blocks * block_size
+        shape = (kv_heads, slots, head_dim)
+        # torch.empty: on a CPU the pages are only committed once a block is first used.
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        for tensor in (*self.keys, *self.values):
+            tensor[:, :block_size].zero_()
+
+    @staticmethod
+    def bytes_per_token(num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        return 2 * num_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+    def write(self, layer: int, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """Store new tokens' (kv_heads, tokens, head_dim) keys and values at `slots`."""
+        self.keys[layer].index_copy_(1, slots, keys)
+        self.values[layer].index_copy_(1, slots, values)
+
+    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at `slots` (any shape), as (kv_heads, *slots.shape, head_dim)."""
+        flat = slots.reshape(-1)
+        keys = self.keys[layer].index_select(1, flat)
+        values = self.values[layer].index_select(1, flat)
+        shape = (keys.shape[0], *slots.shape, keys.shape[-1])
+        return keys.view(shape), values.view(shape)

@@ -1,0 +1,130 @@
+"""One forward pass for a scheduled step: inputs, cache layout, and the logits to sample.
+
+The scheduler hands over (sequence, token count) pairs. The runner packs all of their
+tokens into one row -- single-token items (decodes) first, then prompt chunks -- with a
+position id per token, tells the attention function (backends/torch_attention.py) where
+every token's keys and values go and what each attends to, and returns the logits of
+the items whose last pending token ran (the ones that sample a token this step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
+from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
+from inferd.sequence import SequenceState
+
+
+@dataclass(slots=True)
+class StepOutput:
+    logits: torch.Tensor  # (len(sampling), vocab) float32
+    sampling: list[SequenceState]  # the sequences that sample this step, in logits order
+
+
+class ModelRunner:
+    def __init__(self, model: PreTrainedModel, cache: KVCache) -> None:
+        self.model = model
+        self.cache = cache
+        self.device = model.device
+        self._block_offsets = torch.arange(cache.block_size)
+
+    def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
+        decodes = [(seq, n) for seq, n in items if n == 1]
+        prefills = [(seq, n) for seq, n in items if n > 1]
+        ids: list[int] = []
+        positions: list[int] = []
+        for seq, count in (*decodes, *prefills):
+            ids.extend(seq.tokens[seq.num_computed : seq.num_computed + count])
+            positions.extend(range(seq.num_computed, seq.num_computed + count))
+        layout = StepLayout(self.cache, self._to_device(self._slots(decodes + prefills)))
+        if decodes:
+            self._lay_out_decodes(layout, [seq for seq, _ in decodes])
+        keep: list[int] = []
+        sampling: list[SequenceState] = []
+        for row, (seq, _) in enumerate(decodes):
+            if seq.num_computed + 1 == len(seq.tokens):
+                keep.append(row)
+                sampling.append(seq)
+        start = len(decodes)
+        for seq, count in prefills:
+            layout.prefills.append(self._prefill_chunk(seq, start, count))
+            if seq.num_computed + count == len(seq.tokens):
+                keep.append(start + count - 1)
+                sampling.append(seq)
+            start += count
+        logits = self._forward(ids, positions, keep, layout)
+        return StepOutput(logits, sampling)
+
+    def _forward(
+        self, ids: list[int], positions: list[int], keep: list[int], layout: StepLayout
+    ) -> torch.Tensor:
+        input_ids = self._to_device(torch.tensor([ids]))
+        position_ids = self._to_device(torch.tensor([positions]))
+        # only the rows that sample go through the output projection (none: it is skipped)
+        keep_index = torch.tensor(keep, dtype=torch.long)
+        out = self.model(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=self._to_device(keep_index),
+            **{LAYOUT_KWARG: layout},
+        )
+        # fp32 logits like generate(), so a greedy pick matches it exactly
+        return out.logits[0].float()
+
+    def _slots(self, items: Sequence[tuple[SequenceState, int]]) -> torch.Tensor:
+        """The cache slot of each token about to run, in packed-row order."""
+        slots = [
+            self._slots_of(seq, seq.num_computed, seq.num_computed + count) for seq, count in items
+        ]
+        return torch.cat(slots)
+
+    def _slots_of(self, seq: SequenceState, start: int, end: int) -> torch.Tensor:
+        """Slots of positions [start, end) of a sequence, from its block table."""
+        size = self.cache.block_size
+        first, last = start // size, (end - 1) // size + 1
+        table = torch.tensor(seq.blocks[first:last])
+        slots = (table[:, None] * size + self._block_offsets).view(-1)
+        return slots[start - first * size : end - first * size]
+
+    def _lay_out_decodes(self, layout: StepLayout, seqs: list[SequenceState]) -> None:
+        """One padded gather for all decode rows, each attending to its own positions."""
+        lengths = [seq.num_computed + 1 for seq in seqs]
+        longest = max(lengths)
+        size = self.cache.block_size
+        width = -(-longest // size)
+        table = torch.full((len(seqs), width), NULL_BLOCK, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            blocks = seq.blocks[:width]
+            table[row, : len(blocks)] = torch.tensor(blocks)
+        slots = (table[:, :, None] * size + self._block_offsets).view(len(seqs), -1)
+        slots = slots[:, :longest]
+        if min(lengths) != longest:
+            valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+            slots = torch.where(valid, slots, NULL_BLOCK * size)
+            mask = torch.zeros(valid.shape, dtype=self.cache.dtype)
+            mask = mask.masked_fill(~valid, float("-inf"))
+            layout.decode_mask = self._to_device(mask[None, :, None, :])
+        layout.num_decode = len(seqs)
+        layout.decode_slots = self._to_device(slots.contiguous())
+
+    def _prefill_chunk(self, seq: SequenceState, start: int, count: int) -> PrefillChunk:
+        offset = seq.num_computed
+        kv_slots = self._to_device(self._slots_of(seq, 0, offset + count))
+        mask = None
+        if offset:
+            # query i sits at position offset + i and sees every position up to its own
+            columns = torch.arange(offset + count)[None, :]
+            mask = columns <= torch.arange(offset, offset + count)[:, None]
+            mask = self._to_device(mask)
+        return PrefillChunk(start, count, kv_slots, mask)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return tensor
+        return tensor.to(self.device, non_blocking=True)

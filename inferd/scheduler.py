@@ -1,0 +1,175 @@
+"""Which tokens of which sequences run in the next forward pass.
+
+Every step, each decoding sequence runs its one new token, and what is left of a token
+budget goes to prompts, oldest first, in chunks: a long prompt is spread over several
+steps instead of stalling every stream for the whole of its prefill (vLLM's chunked
+prefill with max_num_batched_tokens). On a CPU that is nearly free: a step reads the
+weights once whatever the number of tokens in it, until the arithmetic catches up.
+
+Memory is blocks (inferd/kv_blocks.py). A sequence takes its cached prefix and its
+first blocks when it is first scheduled, and one more block whenever it fills one.
+When a decoding sequence needs a block and none is left, the youngest running sequence
+is preempted: its blocks go back and it is computed again from its tokens later
+(recomputation, as in vLLM), so memory pressure slows requests down but never fails them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from inferd.kv_blocks import BlockManager
+from inferd.sequence import SequenceState
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """One step's work: (sequence, number of its pending tokens to run), decodes first."""
+
+    items: list[tuple[SequenceState, int]] = field(default_factory=list)
+    failed: list[tuple[SequenceState, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.failed)
+
+
+class Scheduler:
+    """Owns the waiting and running sequences and their blocks."""
+
+    def __init__(
+        self, blocks: BlockManager, max_batch_tokens: int, max_prefill_tokens: int
+    ) -> None:
+        """max_batch_tokens bounds a step with decodes in it; max_prefill_tokens one without
+        (nobody waits on a step that only prefills, so it may be larger)."""
+        self.blocks = blocks
+        self.max_batch_tokens = max_batch_tokens
+        self.max_prefill_tokens = max(max_prefill_tokens, max_batch_tokens)
+        self.waiting: deque[SequenceState] = deque()
+        self.running: list[SequenceState] = []  # started: holds blocks, in admission order
+        self.prefix_hit_tokens = 0  # prompt tokens taken from the cache instead of computed
+
+    def add(self, seq: SequenceState) -> None:
+        """Queue a sequence; fails at once when even the cache as a whole could not hold it."""
+        need = self.blocks.blocks_for(len(seq.tokens) + 1)
+        if need > self.blocks.num_blocks:
+            capacity = self.blocks.num_blocks * self.blocks.block_size
+            raise ValueError(
+                f"the prompt needs {len(seq.tokens) + 1} tokens of KV cache but the cache holds "
+                f"{capacity}; raise kv_cache_tokens or send a shorter prompt"
+            )
+        self.waiting.append(seq)
+
+    def finish(self, seq: SequenceState) -> None:
+        """Forget a sequence (finished, cancelled or failed) and give its blocks back."""
+        if seq in self.running:
+            self.running.remove(seq)
+            self.blocks.release(seq.blocks)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.blocks = []
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        decodes = [seq for seq in self.running if seq.num_pending == 1]
+        for seq in decodes:
+            if seq not in self.running:  # preempted for an older one just now
+                continue
+            if self._grow(seq, 1, batch):
+                batch.items.append((seq, 1))
+        limit = self.max_batch_tokens if batch.items else self.max_prefill_tokens
+        # Prompts get what the decodes left, and always at least one block's worth.
+        budget = max(limit - len(batch.items), self.blocks.block_size)
+        for seq in [s for s in self.running if s.num_pending > 1]:
+            budget -= self._schedule_prefill(seq, budget, batch)
+            if budget <= 0:
+                return batch
+        while self.waiting and budget > 0:
+            seq = self.waiting[0]
+            self._start(seq)
+            taken = self._schedule_prefill(seq, budget, batch)
+            if not taken:  # no memory for it yet: it stays first in line
+                self._unstart(seq)
+                break
+            self.waiting.popleft()
+            self.running.append(seq)
+            budget -= taken
+        return batch
+
+    def postprocess(self, batch: ScheduledBatch, sampled: dict[int, int]) -> None:
+        """Record what ran: computed counts, newly full blocks, and the sampled tokens
+        (by seq_id; a sequence whose chunk ended short of its prompt samples nothing)."""
+        for seq, count in batch.items:
+            seq.num_computed += count
+            self._register_full_blocks(seq)
+            token = sampled.get(seq.seq_id)
+            if token is not None:
+                seq.tokens.append(token)
+
+    def _schedule_prefill(self, seq: SequenceState, budget: int, batch: ScheduledBatch) -> int:
+        """Schedule up to `budget` of a sequence's pending tokens; returns how many."""
+        count = min(seq.num_pending, budget)
+        fits = (len(seq.blocks) + self.blocks.available) * self.blocks.block_size
+        count = min(count, fits - seq.num_computed)
+        if count <= 0:
+            return 0
+        self._grow(seq, count, batch)
+        batch.items.append((seq, count))
+        return count
+
+    def _grow(self, seq: SequenceState, count: int, batch: ScheduledBatch) -> bool:
+        """Give `seq` blocks for `count` more tokens, preempting younger sequences if needed."""
+        need = self.blocks.blocks_for(seq.num_computed + count) - len(seq.blocks)
+        while need > self.blocks.available:
+            victim = next((s for s in reversed(self.running) if s is not seq), None)
+            if victim is None:  # alone, and the whole cache cannot hold it any longer
+                self.finish(seq)
+                batch.failed.append((seq, "the KV cache is full; raise kv_cache_tokens"))
+                return False
+            batch.items = [(s, n) for s, n in batch.items if s is not victim]
+            self._preempt(victim)
+        if need > 0:
+            seq.blocks.extend(self.blocks.allocate(need))
+        return True
+
+    def _preempt(self, seq: SequenceState) -> None:
+        """Free a running sequence's blocks; it recomputes from its tokens when resumed."""
+        self.running.remove(seq)
+        self._unstart(seq)
+        self.waiting.appendleft(seq)
+
+    def _start(self, seq: SequenceState) -> None:
+        """A sequence's first blocks: whatever prefix of it is cached already."""
+        cached = self.blocks.match_prefix(seq.tokens)
+        self.blocks.acquire(cached)
+        seq.blocks = list(cached)
+        seq.num_computed = len(cached) * self.blocks.block_size
+        self.prefix_hit_tokens += seq.num_computed
+        seq.block_hashes = self._hashes_of(seq, len(cached))
+
+    def _unstart(self, seq: SequenceState) -> None:
+        """Give a sequence's blocks back and forget its progress (it is not running)."""
+        self.blocks.release(seq.blocks)
+        seq.blocks, seq.block_hashes = [], []
+        seq.num_computed = 0
+
+    def _hashes_of(self, seq: SequenceState, count: int) -> list[int]:
+        """The chained hashes of a sequence's first `count` blocks (as register() computes)."""
+        hashes: list[int] = []
+        parent: int | None = None
+        size = self.blocks.block_size
+        for index in range(count):
+            parent = hash((parent, tuple(seq.tokens[index * size : (index + 1) * size])))
+            hashes.append(parent)
+        return hashes
+
+    def _register_full_blocks(self, seq: SequenceState) -> None:
+        size = self.blocks.block_size
+        while len(seq.block_hashes) < seq.num_computed // size:
+            index = len(seq.block_hashes)
+            parent = seq.block_hashes[-1] if seq.block_hashes else None
+            tokens = seq.tokens[index * size : (index + 1) * size]
+            seq.block_hashes.append(self.blocks.register(seq.blocks[index], parent, tokens))

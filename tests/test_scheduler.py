@@ -1,0 +1,103 @@
+"""inferd/scheduler.py: decodes first, prompts in chunks within the budget, preemption."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferd.backends.base import SamplingParams
+from inferd.kv_blocks import BlockManager
+from inferd.scheduler import Scheduler
+from inferd.sequence import SequenceState
+
+PARAMS = SamplingParams(temperature=0.0)
+
+
+def scheduler(blocks: int = 64, size: int = 4, budget: int = 8, prefill: int = 16) -> Scheduler:
+    return Scheduler(BlockManager(blocks, size, max_cached_blocks=blocks), budget, prefill)
+
+
+def add(sched: Scheduler, seq_id: int, length: int) -> SequenceState:
+    seq = SequenceState.new(seq_id, list(range(100 * seq_id, 100 * seq_id + length)), PARAMS)
+    sched.add(seq)
+    return seq
+
+
+def step(sched: Scheduler) -> list[tuple[int, int]]:
+    """Schedule one step and record it as run, each finished row sampling token 7."""
+    batch = sched.schedule()
+    sampled = {seq.seq_id: 7 for seq, n in batch.items if seq.num_computed + n == len(seq.tokens)}
+    sched.postprocess(batch, sampled)
+    return [(seq.seq_id, n) for seq, n in batch.items]
+
+
+def test_a_prompt_alone_goes_in_chunks_of_the_prefill_budget():
+    sched = scheduler(budget=8, prefill=16)
+    add(sched, 1, 40)
+    assert [step(sched) for _ in range(4)] == [[(1, 16)], [(1, 16)], [(1, 8)], [(1, 1)]]
+
+
+def test_decodes_come_first_and_prompts_get_what_is_left():
+    sched = scheduler(budget=8, prefill=16)
+    add(sched, 1, 3)
+    add(sched, 2, 3)
+    assert step(sched) == [(1, 3), (2, 3)]
+    add(sched, 3, 30)
+    # two decodes, then 6 of the long prompt: the step stays within 8 tokens
+    assert step(sched) == [(1, 1), (2, 1), (3, 6)]
+    assert step(sched) == [(1, 1), (2, 1), (3, 6)]
+
+
+def test_prompts_are_served_oldest_first():
+    sched = scheduler(budget=8, prefill=8)
+    add(sched, 1, 6)
+    add(sched, 2, 6)
+    assert step(sched) == [(1, 6), (2, 2)]
+    assert step(sched) == [(1, 1), (2, 4)]
+
+
+def test_a_cached_prefix_is_skipped():
+    sched = scheduler(budget=64, prefill=64)
+    first = add(sched, 1, 20)
+    step(sched)
+    sched.finish(first)
+    second = SequenceState.new(2, [*first.tokens[:20], 1, 2, 3], PARAMS)
+    sched.add(second)
+    assert step(sched) == [(2, 3)]  # 20 tokens = 5 whole blocks came from the cache
+    assert sched.prefix_hit_tokens == 20
+
+
+def test_the_youngest_is_preempted_when_a_decode_needs_a_block():
+    sched = scheduler(blocks=4, size=4, budget=16, prefill=16)
+    old = add(sched, 1, 7)
+    young = add(sched, 2, 7)
+    step(sched)  # each holds 2 blocks: 7 prompt tokens and the sampled one
+    step(sched)  # the sampled one is computed into the last free position
+    step(sched)  # each needs a third block: the young one makes room for the old one
+    assert sched.running == [old]
+    assert list(sched.waiting) == [young]
+    assert young.num_computed == 0 and young.blocks == []
+    assert young.tokens[-1] == 7  # its generated token is kept to recompute from
+
+
+def test_a_sequence_that_outgrows_the_whole_cache_fails_alone():
+    sched = scheduler(blocks=2, size=4, budget=16, prefill=16)
+    seq = add(sched, 1, 7)
+    step(sched)
+    step(sched)
+    batch = sched.schedule()  # its 9th token needs a third block; there are two
+    assert [seq.seq_id for seq, _ in batch.failed] == [1]
+    assert "kv_cache_tokens" in batch.failed[0][1]
+    assert not sched.has_work and seq.blocks == []
+
+
+def test_a_prompt_bigger_than_the_cache_is_refused_at_once():
+    with pytest.raises(ValueError, match="kv_cache_tokens"):
+        add(scheduler(blocks=2, size=4), 1, 8)
+
+
+def test_a_prompt_waits_while_memory_is_short():
+    sched = scheduler(blocks=3, size=4, budget=16, prefill=16)
+    add(sched, 1, 8)
+    add(sched, 2, 8)
+    assert step(sched) == [(1, 8), (2, 4)]  # only one block left for the second
+    assert step(sched) == [(1, 1)]  # the first needs its third block: the second is preempted

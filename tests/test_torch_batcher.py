@@ -1,0 +1,100 @@
+"""backends/torch_batcher.py: failures stay with their request, beside running streams.
+
+A prompt the model cannot read (a token id past its vocabulary) fails its own prefill;
+a row whose scores are not finite fails its own request; a temperature of 1e-40 is
+greedy. In each case the other streams of the same steps carry on to the tokens they
+would have produced alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferd.backends.base import BackendError, SamplingParams
+from inferd.backends.torch_backend import EngineOptions, TorchBackend
+from inferd.backends.torch_runner import StepOutput
+from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
+
+pytestmark = [pytest.mark.real_model, pytest.mark.usefixtures("single_torch_thread")]
+
+
+@pytest.fixture(scope="module")
+def stories(stories_path: Path) -> TorchBackend:
+    options = EngineOptions(threads=1, kv_cache_tokens=2048, block_size=4, max_batch_tokens=16)
+    backend = TorchBackend(str(stories_path), quantization="fp32", options=options)
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def prompts(stories: TorchBackend) -> list[list[int]]:
+    return [stories.encode_text(prompt) for prompt in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def alone(stories: TorchBackend, prompts: list[list[int]]) -> list[list[int]]:
+    return [run_alone(stories.batcher(4), prompt, GREEDY, TOKENS) for prompt in prompts]
+
+
+def test_a_failing_prefill_ends_only_its_own_request(stories, prompts, alone):
+    broken = [*prompts[2], 10**6]  # no such token: the embedding lookup raises
+    errors: dict[int, Exception] = {}
+    got = run_together(
+        stories.batcher(4),
+        [prompts[0], prompts[1], broken],
+        [GREEDY] * 3,
+        joins=(0, 0, 2),  # it arrives while the other two decode
+        lengths=[TOKENS] * 3,
+        errors=errors,
+    )
+    assert list(errors) == [2]
+    assert got[:2] == alone[:2]
+
+
+def test_a_tiny_temperature_is_greedy_beside_other_streams(stories, prompts, alone):
+    tiny = SamplingParams(temperature=1e-40)
+    sampled = SamplingParams(temperature=0.8, seed=3)
+    errors: dict[int, Exception] = {}
+    got = run_together(
+        stories.batcher(4),
+        prompts[:3],
+        [GREEDY, tiny, sampled],
+        joins=(0, 1, 0),
+        lengths=[TOKENS] * 3,
+        errors=errors,
+    )
+    assert errors == {}
+    assert got[:2] == alone[:2]
+
+
+def test_a_row_with_non_finite_scores_ends_only_its_request(stories, prompts, alone):
+    batcher = stories.batcher(4)
+    runner_run = batcher.runner.run
+
+    def poison_sequence_1(items):
+        output = runner_run(items)
+        rows = [i for i, seq in enumerate(output.sampling) if seq.seq_id == 1]
+        logits = output.logits.clone()
+        logits[rows] = float("nan")
+        return StepOutput(logits, output.sampling)
+
+    batcher.runner.run = poison_sequence_1
+    errors: dict[int, Exception] = {}
+    got = run_together(batcher, prompts[:3], [GREEDY] * 3, (0, 0, 0), [TOKENS] * 3, errors)
+    assert list(errors) == [1]
+    assert "non-finite" in str(errors[1])
+    assert got[0] == alone[0] and got[2] == alone[2]
+
+
+def test_finished_sequences_give_their_blocks_back(stories, prompts):
+    batcher = stories.batcher(4)
+    blocks = batcher.scheduler.blocks
+    run_together(batcher, prompts, [GREEDY] * 4, (0, 1, 2, 3), [TOKENS, 3, 8, 1])
+    assert blocks.available == blocks.num_blocks
+
+
+def test_a_prompt_longer_than_the_whole_cache_is_refused(stories):
+    with pytest.raises(BackendError, match="kv_cache_tokens"):
+        stories.batcher(4).add(0, [1] * 3000, GREEDY)

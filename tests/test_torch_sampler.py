@@ -1,0 +1,129 @@
+"""backends/torch_sampler.py: every row of a step sampled at once, each with its own params."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor
+
+from inferd.backends.base import BackendError, SamplingParams
+from inferd.backends.torch_sampler import Sampler, check_params
+from inferd.sequence import SequenceState
+
+CPU = torch.device("cpu")
+VOCAB = 50
+
+
+def seq(params: SamplingParams, tokens: list[int] | None = None, seq_id: int = 0) -> SequenceState:
+    state = SequenceState.new(seq_id, tokens or [1, 2, 3], params)
+    state.sampler_state = Sampler(CPU, VOCAB).new_generator(params)
+    return state
+
+
+def logits(rows: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, VOCAB, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def draw(seqs: list[SequenceState], scores: torch.Tensor, steps: int) -> list[list[int]]:
+    """`steps` tokens per row, all rows sampled together each step."""
+    out: list[list[int]] = [[] for _ in seqs]
+    for step in range(steps):
+        picks = Sampler(CPU, VOCAB).sample(scores + step, seqs)
+        for tokens, (token, finite) in zip(out, picks, strict=True):
+            assert finite
+            tokens.append(token)
+    return out
+
+
+def test_greedy_rows_take_the_argmax():
+    scores = logits(3)
+    picks = Sampler(CPU, VOCAB).sample(scores, [seq(SamplingParams(temperature=0))] * 3)
+    assert [token for token, _ in picks] == scores.argmax(-1).tolist()
+
+
+def test_a_tiny_temperature_is_greedy_and_stays_finite():
+    scores = logits(2)
+    rows = [seq(SamplingParams(temperature=1e-40)), seq(SamplingParams(temperature=1e-6))]
+    picks = Sampler(CPU, VOCAB).sample(scores, rows)
+    assert picks == [(t, True) for t in scores.argmax(-1).tolist()]
+
+
+def test_top_k_one_and_a_tiny_top_p_are_greedy():
+    scores = logits(2)
+    rows = [
+        seq(SamplingParams(temperature=1.5, top_k=1, seed=1)),
+        seq(SamplingParams(temperature=1.5, top_k=0, top_p=1e-6, seed=2)),
+    ]
+    assert draw(rows, scores, 1) == [[t] for t in scores.argmax(-1).tolist()]
+
+
+def test_a_seeded_row_draws_the_same_alone_or_beside_any_other_row():
+    params = SamplingParams(temperature=1.0, top_k=10, top_p=0.9, seed=42)
+    scores = logits(1, seed=5)
+    alone = draw([seq(params)], scores, 20)[0]
+    neighbours = [
+        SamplingParams(temperature=0.7, top_k=0, top_p=1.0, seed=1),  # the whole vocabulary
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.3, top_k=40, top_p=0.5),  # unseeded
+    ]
+    for other in neighbours:
+        together = draw([seq(other), seq(params)], torch.cat([logits(1, 9), scores]), 20)
+        assert together[1] == alone
+    assert len(set(alone)) > 1  # it really sampled
+
+
+def test_samples_stay_within_top_k_and_follow_the_distribution():
+    scores = torch.full((1, VOCAB), -5.0)
+    scores[0, :3] = torch.tensor([2.0, 1.0, 0.0])
+    row = seq(SamplingParams(temperature=1.0, top_k=3, top_p=1.0, seed=0))
+    tokens = draw([row], scores, 3000)[0]
+    counts = [tokens.count(t) / len(tokens) for t in range(3)]
+    assert set(tokens) == {0, 1, 2}
+    expected = torch.softmax(torch.tensor([2.0, 1.0, 0.0]), 0).tolist()
+    assert all(abs(c - e) < 0.03 for c, e in zip(counts, expected, strict=True))
+
+
+def test_the_repeat_penalty_matches_transformers():
+    scores = logits(2)
+    history = [[4, 9, 9, 17], [2, 3]]
+    rows = [
+        seq(SamplingParams(temperature=0, repeat_penalty=1.7), history[0]),
+        seq(SamplingParams(temperature=0, repeat_penalty=1.0), history[1]),
+    ]
+    sampler = Sampler(CPU, VOCAB)
+    penalised = sampler._penalise(scores, rows)
+    reference = RepetitionPenaltyLogitsProcessor(1.7)(torch.tensor([history[0]]), scores[:1])
+    assert torch.equal(penalised[0], reference[0])
+    assert torch.equal(penalised[1], scores[1])
+
+
+def test_a_non_finite_row_is_flagged_and_the_others_are_not():
+    scores = logits(3)
+    scores[1, 7] = float("nan")
+    rows = [seq(SamplingParams(temperature=0)), seq(SamplingParams(temperature=0.8, seed=1))]
+    rows.append(seq(SamplingParams(temperature=0.8, seed=2)))
+    picks = Sampler(CPU, VOCAB).sample(scores, rows)
+    assert [finite for _, finite in picks] == [True, False, True]
+    assert picks[0][0] == int(scores[0].argmax())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", -0.1), ("temperature", float("nan")), ("top_k", -1), ("top_p", 0.0)],
+)
+def test_out_of_range_params_are_named(field: str, value: float):
+    with pytest.raises(BackendError, match=field):
+        check_params(SamplingParams(**{field: value}))
+
+
+def test_presence_and_frequency_penalties_count_the_recent_window():
+    scores = torch.zeros(2, 8)
+    history = [7] * 10 + [1, 2, 2, 3] * 16  # the 7s are older than the last 64 ids
+    rows = [
+        seq(SamplingParams(temperature=0, presence_penalty=0.5, frequency_penalty=1.0), history),
+        seq(SamplingParams(temperature=0), [1, 2]),
+    ]
+    penalised = Sampler(CPU, 8)._penalise_occurrences(scores, rows)
+    # presence once per id seen, frequency once per occurrence; the other row untouched
+    assert penalised[0].tolist() == [0, -16.5, -32.5, -16.5, 0, 0, 0, 0]
+    assert penalised[1].tolist() == [0.0] * 8
