@@ -7,10 +7,12 @@ keeps the output projection as heavy as in the real models of this family.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
@@ -38,3 +40,24 @@ def build_random_qwen(folder: Path, shape: dict[str, int], context: int = 32768)
         if file.suffix in {".json", ".txt"}:
             shutil.copy(file, folder / file.name)
     return folder
+
+
+def cached_random_qwen(folder: Path, shape: dict[str, int], context: int = 32768) -> Path:
+    """build_random_qwen into `folder` unless an earlier run finished building it there."""
+    done = folder / ".complete"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        build_random_qwen(folder, shape, context)
+        done.touch()
+    return folder
+
+
+def weight_count(folder: Path) -> int:
+    """Parameters stored in a model folder's safetensors files (tied weights stored once)."""
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 - safe_open is not a dict
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
