@@ -11,7 +11,7 @@ ARGS   ?=
 # it; `make test` runs its tests with inferd's.
 EXAMPLE := examples/inferd-guardrails
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench bench-engine clean
 
 $(BIN)/inferd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: $(BIN)/inferd $(VENV)/.example-installed
 bench: $(BIN)/inferd
 	$(BIN)/python benchmarks/bench_stream.py $(ARGS)
 	$(BIN)/python benchmarks/bench_plugins.py
+
+# The engine benchmark of issue #11 (~15 min): make bench-engine ARGS="--quick"
+bench-engine: $(BIN)/inferd
+	$(BIN)/python benchmarks/bench_engine.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

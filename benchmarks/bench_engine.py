@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from engine_bench import baselines, report, targets
+from engine_bench import baselines, machine, report, targets
 from engine_bench.suites import Run, mlx_comparison, serve_precision
 from random_models import weight_count
 from transformers.utils import logging as hf_logging
@@ -129,16 +128,6 @@ def _option(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -158,7 +147,7 @@ def meta(args: argparse.Namespace, model: Path, weights: int) -> dict[str, Any]:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": _commit(),
         "command": shlex.join(["python", "benchmarks/bench_engine.py", *sys.argv[1:]]),
-        "cpu": _cpu_name(),
+        "cpu": machine.cpu_name(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "backend": args.backend,
@@ -170,11 +159,12 @@ def meta(args: argparse.Namespace, model: Path, weights: int) -> dict[str, Any]:
         "interference_streams": args.interference_streams,
         "quick": args.quick,
         "load_before": os.getloadavg()[0],
-        "load_after": os.getloadavg()[0],
+        "others_cpu_share": None,
     }
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    others = machine.OthersLoad()
     run = Run(args, workdir)
     weights = weight_count(run.model)
     results: dict[str, Any] = {"meta": meta(args, run.model, weights)}
@@ -202,7 +192,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
     else:
         results["mlx"] = mlx_comparison(run)
-    results["meta"]["load_after"] = os.getloadavg()[0]
+    results["meta"]["others_cpu_share"] = others.share()
     results["targets"] = [v.as_dict() for v in targets.evaluate(results)]
     return results
 

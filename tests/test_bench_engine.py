@@ -15,7 +15,7 @@ from inferd.config import parse_config, tomllib
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from engine_bench import baselines, report, targets  # noqa: E402
+from engine_bench import baselines, machine, report, targets  # noqa: E402
 from engine_bench.servers import inferd_config  # noqa: E402
 from engine_bench.sse_timing import StreamRecord, TokenTimer  # noqa: E402
 from engine_bench.stats import (  # noqa: E402
@@ -170,6 +170,18 @@ def test_llama_cpp_comparison_says_why_it_was_skipped(
     assert isinstance(skipped, str) and "not installed" in skipped
 
 
+def test_others_share_is_the_machine_time_this_run_did_not_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readings = iter([(100.0, 400.0), (110.0, 420.0)])  # (busy, total) seconds of all cores
+    monkeypatch.setattr(machine, "_machine_seconds", lambda: next(readings))
+    own = iter([50.0, 54.0])
+    monkeypatch.setattr(machine, "_own_seconds", lambda: next(own))
+    others = machine.OthersLoad()
+    # 10 s busy of 20 s, 4 s of them ours: others used 6 s of 20.
+    assert others.share() == pytest.approx(0.3)
+
+
 # --- report and targets ------------------------------------------------------------------------
 
 
@@ -203,7 +215,7 @@ def results() -> dict:
             "cpu": "Xeon",
             "cores": 2,
             "load_before": 1.0,
-            "load_after": 2.0,
+            "others_cpu_share": 0.5,
             "command": "python benchmarks/bench_engine.py",
             "interference_streams": 8,
         },
@@ -274,6 +286,7 @@ def test_markdown_report_has_every_section_and_the_refusal() -> None:
     assert "| int8 | 1500 | 3000 | 300 | 3100 | 0.10x | ok |" in text
     assert "llama.cpp in-process (`--gguf`): skipped: no --gguf given" in text
     assert "| 32 streams int8: aggregate >= 25x generate fp32" in text and "NOT met" in text
+    assert text.count("Other work used 50% of the machine during this run") == 1
 
 
 def test_missing_numbers_show_as_a_dash() -> None:

@@ -30,18 +30,20 @@ def _spread_ms(spread: dict[str, Any]) -> str:
 
 
 def _meta(meta: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"Model: {meta['model']} ({meta['weights'] / 1e6:.1f} M weights), "
-            f"device {meta['device']}, torch threads {meta['threads']}; "
-            f"prompts {meta['prompt_tokens']} tokens, {meta['new_tokens']} new tokens, "
-            f"greedy. Commit {meta['commit']}, {meta['date']}.",
-            f"Machine: {meta['cpu']}, {meta['cores']} cores; load average "
-            f"{meta['load_before']:.1f} before, {meta['load_after']:.1f} after "
-            "(other work on the machine makes every figure noisy).",
-            f"Command: `{meta['command']}`",
-        ]
-    )
+    others = meta.get("others_cpu_share")
+    lines = [
+        f"Model: {meta['model']} ({meta['weights'] / 1e6:.1f} M weights), "
+        f"device {meta['device']}, torch threads {meta['threads']}; "
+        f"prompts {meta['prompt_tokens']} tokens, {meta['new_tokens']} new tokens, "
+        f"greedy. Commit {meta['commit']}, {meta['date']}.",
+        f"Machine: {meta['cpu']}, {meta['cores']} cores; load average {meta['load_before']:.1f} "
+        f"before the run; other processes used {num(others, '.0%')} of its CPU during it.",
+        f"Command: `{meta['command']}`",
+    ]
+    if isinstance(others, float) and others > 0.1:
+        lines.insert(0, f"**Other work used {others:.0%} of the machine during this run: "
+                     "its figures are noisy, compare only ratios from a quiet run.**")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _bandwidth(results: dict[str, Any]) -> str:
