@@ -46,6 +46,7 @@ FULL = {
     "long_prompt_tokens": 2000,
     "history_tokens": 1500,
     "answer_tokens": 16,
+    "prefix_sessions": 2,
     "mlx_clients": "1,8",
     "bandwidth_mb": 1024,
 }
@@ -59,6 +60,7 @@ QUICK = {
     "long_prompt_tokens": 200,
     "history_tokens": 150,
     "answer_tokens": 4,
+    "prefix_sessions": 1,
     "mlx_clients": "1,2",
     "bandwidth_mb": 64,
 }
@@ -82,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--long-prompt-tokens", type=int)
     add("--history-tokens", type=int, help="first chat turn's length (prefix reuse)")
     add("--answer-tokens", type=int, help="max-token of each chat turn")
+    add("--prefix-sessions", type=int, help="sessions timed for prefix reuse (medians)")
     add("--mlx-clients", help="concurrent streams per level in --backend mlx")
     add("--bandwidth-mb", type=int, help="size of each bandwidth array (past the L3 cache)")
     add("--skip", default="", help="comma list of: generate, interference, prefix")

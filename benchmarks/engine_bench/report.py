@@ -156,9 +156,9 @@ def _prefix(results: dict[str, Any]) -> str:
     header = ["precision", "history tokens", "turn 1 TTFT ms", "turn 2 TTFT ms (cached)"]
     header += ["turn 2 TTFT ms (fresh server)", "ratio", "history checks"]
     return (
-        "Prefix reuse: a session's second turn. Baseline: the identical request (same "
-        "history, rolled back) on a freshly started server, which has no cached prefix.\n\n"
-        + table(header, rows)
+        "Prefix reuse: a session's second turn (medians over sessions). Baseline: the "
+        "identical request (same history, rolled back) on a freshly started server, which "
+        "has no cached prefix.\n\n" + table(header, rows)
     )
 
 

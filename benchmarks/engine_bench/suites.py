@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .servers import (
     inferd_server,
     mlx_lm_server,
 )
-from .stats import ratio, summarize_interference, summarize_load
+from .stats import percentile, ratio, summarize_interference, summarize_load
 
 
 def model_dir(args: argparse.Namespace) -> Path:
@@ -104,23 +105,31 @@ def interference(run: Run, endpoint: phases.Endpoint) -> dict[str, Any]:
 
 
 def prefix_reuse(run: Run, first_server: ServerProcess, precision: str) -> dict[str, Any]:
-    """Turn 2 with its history cached (if the engine caches), then the identical request on
-    a freshly started server (same session store), which cannot have a cached prefix."""
+    """Turn 2 of each session with its history cached (if the engine caches), then the
+    identical requests on a freshly started server (same session store), which cannot have
+    a cached prefix. Medians over `--prefix-sessions` sessions, each its own history."""
     args = run.args
-    history = run.prompts.make(args.history_tokens, "history")
-    visit = asyncio.run(
-        phases.first_visit(first_server.base_url, history, args.answer_tokens, args.phase_timeout)
-    )
+    histories = [
+        run.prompts.make(args.history_tokens, f"history-{i}") for i in range(args.prefix_sessions)
+    ]
+    visits = [
+        asyncio.run(
+            phases.first_visit(first_server.base_url, h, args.answer_tokens, args.phase_timeout)
+        )
+        for h in histories
+    ]
+    checks = [check for visit in visits for check in visit.checks]
     result: dict[str, Any] = {
-        "history_tokens": run.prompts.count(history),
-        "first_turn_ttft": visit.first_turn.ttft,
-        "cached_ttft": visit.second_turn.ttft,
+        "sessions": len(visits),
+        "history_tokens": run.prompts.count(histories[0]),
+        "first_turn_ttft": _median(v.first_turn.ttft for v in visits),
+        "cached_ttft": _median(v.second_turn.ttft for v in visits),
         "uncached_ttft": None,
         "ratio": None,
-        "checks": visit.checks,
+        "checks": checks,
     }
     first_server.stop()  # frees its memory; the fresh one reads the same session store
-    if visit.session_id is None or visit.checks:
+    if checks or any(v.session_id is None for v in visits):
         return result
     with run.server(f"{precision}-fresh", precision, run.args.device) as fresh:
         endpoint = phases.Endpoint(fresh.base_url, "/completions", "inferd", MODEL_ID)
@@ -129,14 +138,24 @@ def prefix_reuse(run: Run, first_server: ServerProcess, precision: str) -> dict[
         asyncio.run(
             phases.chat_warm_up(fresh.base_url, run.prompts.make(8, "warm-up"), args.phase_timeout)
         )
-        cold = asyncio.run(
-            phases.revisit(fresh.base_url, visit.session_id, args.answer_tokens, args.phase_timeout)
-        )
-    result["uncached_ttft"] = cold.ttft
-    result["ratio"] = ratio(visit.second_turn.ttft, cold.ttft)
-    if cold.failed:
-        result["checks"].append(f"fresh-server turn failed: {cold.error or 'no tokens'}")
+        colds = [
+            asyncio.run(
+                phases.revisit(fresh.base_url, v.session_id, args.answer_tokens, args.phase_timeout)
+            )
+            for v in visits
+            if v.session_id is not None
+        ]
+    result["uncached_ttft"] = _median(cold.ttft for cold in colds)
+    result["ratio"] = ratio(result["cached_ttft"], result["uncached_ttft"])
+    for cold in colds:
+        if cold.failed:
+            result["checks"].append(f"fresh-server turn failed: {cold.error or 'no tokens'}")
     return result
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """The median of the measured values (None where a turn gave no token is left out)."""
+    return percentile([v for v in values if v is not None], 50)
 
 
 def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[str, Any]:
