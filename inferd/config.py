@@ -101,7 +101,9 @@ class ServerConfig(_Section):
 
 
 class SessionsConfig(_Section):
+    # diskcache directory (the default), or a Redis server shared by several replicas.
     path: Path = Path("data/sessions")
+    url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     # Seconds without a new turn after which a session expires; None keeps sessions forever.
     ttl: float | None = Field(None, gt=0)
     # Messages kept per session; older turns are dropped (never the system prompt).
@@ -109,11 +111,34 @@ class SessionsConfig(_Section):
     # Seconds a request waits for the store (locked or failing) before it gets a 503.
     timeout: float = Field(5.0, gt=0)
 
+    @model_validator(mode="after")
+    def _path_or_url(self) -> SessionsConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("give `path` (diskcache) or `url` (Redis), not both")
+        return self
+
+
+# A model served in this process, or by a remote engine that speaks OpenAI's protocol.
+BackendKind = Literal["local", "openai"]
+# Keys only a remote (backend = "openai") model takes, and keys only a local one takes.
+REMOTE_KEYS = ("url", "upstream_model", "api_key_env", "timeout", "sampling_extensions")
+LOCAL_KEYS = (
+    "path",
+    "quantization",
+    "threads",
+    "kv_cache_tokens",
+    "prefix_cache_tokens",
+    "max_batch_tokens",
+)
+
 
 class ModelConfig(_Section):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    # "local": this process loads `path` (torch, or MLX on "metal"); "openai": a remote
+    # engine (vLLM, TGI, llama.cpp, Ollama, mlx-lm, another inferd) serves it at `url`.
+    backend: BackendKind = "local"
+    path: str | None = Field(None, min_length=1)
     context_length: int | None = Field(None, ge=16)
     # torch: "int8" | "int4" (CPU only) | "fp32" | "fp16" | "bf16"; default int8 on a CPU,
     # bf16 on CUDA. MLX: "4bit" | "8bit" (default: the checkpoint's own weights).
@@ -122,7 +147,8 @@ class ModelConfig(_Section):
     device: DeviceName = "cpu"
     # Load at start-up (/readiness waits for it); false loads on the first request.
     preload: bool = True
-    # Requests generated together; more wait in a FIFO queue.
+    # Requests generated together; more wait in a FIFO queue. For a remote model:
+    # requests in flight to the upstreams from this process.
     max_concurrent: int = Field(8, ge=1)
     # Requests allowed to wait (default 4 x max_concurrent); more are refused with a 503.
     max_queue: int | None = Field(None, ge=0)
@@ -133,6 +159,53 @@ class ModelConfig(_Section):
     kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
     max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
+    # -- backend = "openai" only (inferd/remote/) --
+    # The upstreams' OpenAI base URLs ("http://host:8000/v1"); several are balanced, with
+    # health checks, and a request is retried on another one until its first token.
+    url: list[str] = []
+    upstream_model: str | None = Field(None, min_length=1)  # the upstream's name; default: name
+    api_key_env: str | None = Field(None, min_length=1)  # variable holding the upstream's key
+    # Seconds to wait for the upstream: to connect, for the first token, between tokens.
+    timeout: float = Field(60.0, gt=0)
+    # Send top_k and repetition_penalty (vLLM, llama.cpp, mlx-lm and inferd take them;
+    # turn off for upstreams that reject unknown fields, such as OpenAI's own API).
+    sampling_extensions: bool = True
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _one_url_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("an upstream URL is listed twice")
+        return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _keys_fit_the_backend(self) -> ModelConfig:
+        given = self.model_fields_set
+        if self.backend == "openai":
+            if not self.url:
+                raise ValueError(f'model {self.id!r}: backend = "openai" needs `url`')
+            wrong = [key for key in LOCAL_KEYS if key in given]
+        else:
+            if self.path is None:
+                raise ValueError(f"model {self.id!r}: `path` is required")
+            wrong = [key for key in REMOTE_KEYS if key in given]
+        if wrong:
+            raise ValueError(
+                f"model {self.id!r}: {wrong[0]!r} does not apply to backend = {self.backend!r}"
+            )
+        return self
+
+    @property
+    def is_remote(self) -> bool:
+        return self.backend == "openai"
 
     @property
     def queue_limit(self) -> int:
@@ -208,6 +281,8 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     base = source.parent if source else Path.cwd()
     models = [
         model.model_copy(update={"path": _resolve_model_path(base, model.path)})
+        if model.path is not None
+        else model
         for model in config.models
     ]
     sessions = config.sessions.model_copy(update={"path": resolve_path(base, config.sessions.path)})

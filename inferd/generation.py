@@ -7,7 +7,9 @@ Plugins' `transform_request` hooks run first thing in `start_completion` and
 `start_chat`, so every generating route -- whatever its body format or transport --
 passes them once, before the model is chosen or the prompt tokenised. Both return once
 the engine has admitted the request, so a refusal (queue full or waited too long: 503,
-see admission.py) comes before any of the response is sent, whatever the transport.
+see admission.py) comes before any of the response is sent, whatever the transport. A remote model
+(inferd/remote/) is told apart from a local one in one place, `_open`; everything else
+here -- and in the routes, sessions and plugins -- is the same for both.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from inferd import access_log
 from inferd.admission import Ticket
 from inferd.backends.base import ChatMessage, ModelInfo
 from inferd.config import ModelConfig
-from inferd.engine import ModelWorker
-from inferd.errors import InternalError, NotFound
+from inferd.errors import ApiError, InternalError, NotFound
 from inferd.parsed_request import ParsedRequest
 from inferd.plugins.base import Generation
 from inferd.prompting import chat_prompt, completion_prompt
+from inferd.registry import Worker
+from inferd.remote.protocol import Prompt
+from inferd.remote.worker import RemoteWorker
 from inferd.session_io import AsyncSessionStore, StoreUnavailable
 from inferd.stream import Stream
 
@@ -41,18 +45,21 @@ def owner_of(request: Request) -> str | None:
 class Target:
     model: ModelConfig
     device: str
-    worker: ModelWorker
+    worker: Worker
     info: ModelInfo
 
 
 async def resolve(request: Request, model_name: str, device: str | None) -> Target:
-    """The loaded worker for a request: 404 unknown model, 400 bad device, 500 load failure."""
+    """The loaded worker for a request: 404 unknown model, 400 bad device, 500 load failure;
+    a remote model whose upstreams cannot tell its context: their 502/503/504."""
     registry = request.app.ctx.registry
     model = registry.find(model_name)
-    device = device or model.device
+    device = registry.placement(model, device)
     worker = registry.worker(model.id, device)
     try:
         info = await worker.ready()
+    except ApiError:  # a remote model whose upstreams do not answer: 503, say so
+        raise
     except Exception as error:
         # With auth on, only key holders see this (unlike the public /readiness).
         raise InternalError(
@@ -66,14 +73,29 @@ def _enter(request: Request, target: Target) -> Ticket:
     return request.app.ctx.admission.gate(target.model, target.device).enter()
 
 
-def _start(
-    request: Request, target: Target, parsed: ParsedRequest, ids: list[int], ticket: Ticket
+async def _open(
+    request: Request, target: Target, parsed: ParsedRequest, prompt: Prompt, ticket: Ticket
 ) -> Stream:
+    """Start generating `prompt` (a completion's text, or a chat's messages).
+
+    The one place that tells remote models from local ones: a remote model's upstream
+    templates and tokenises the prompt itself; a local one is tokenised here, on its
+    owner thread, within its context window."""
     generation = Generation(
         request, parsed.endpoint, parsed.transport, target.model.name, target.device, parsed
     )
     observer = ticket.observe(request.app.ctx.plugins.observe(generation))
-    stream = target.worker.submit(ids, parsed.params, observer)
+    worker, info, params = target.worker, target.info, parsed.params
+    if isinstance(worker, RemoteWorker):
+        stream = await worker.open(prompt, params, observer)
+    else:
+        if isinstance(prompt, str):
+            ids = await worker.call(lambda backend: completion_prompt(backend, info, prompt))
+        else:
+            ids, _ = await worker.call(
+                lambda backend: chat_prompt(backend, info, prompt, params.max_tokens)
+            )
+        stream = worker.submit(ids, params, observer)
     access_log.add_generation(request, stream.stats)
     return stream
 
@@ -83,11 +105,7 @@ async def start_completion(request: Request, parsed: ParsedRequest) -> tuple[Tar
     target = await resolve(request, parsed.model, parsed.device)
     ticket = _enter(request, target)
     try:
-        prompt = parsed.prompt or ""
-        ids = await target.worker.call(
-            lambda backend: completion_prompt(backend, target.info, prompt)
-        )
-        stream = _start(request, target, parsed, ids, ticket)
+        stream = await _open(request, target, parsed, parsed.prompt or "", ticket)
     except BaseException:
         ticket.release()
         raise
@@ -153,11 +171,7 @@ async def start_chat(request: Request, parsed: ParsedRequest) -> ChatTurn:
     ticket = _enter(request, target)
     try:
         messages = _conversation(await _history(sessions, parsed), parsed)
-        max_tokens = parsed.params.max_tokens
-        ids, _ = await target.worker.call(
-            lambda backend: chat_prompt(backend, target.info, messages, max_tokens)
-        )
-        stream = _start(request, target, parsed, ids, ticket)
+        stream = await _open(request, target, parsed, messages, ticket)
     except BaseException:
         ticket.release()
         raise

@@ -29,7 +29,7 @@ async def get_model(request: Request, model_id: str) -> HTTPResponse:
         name=model.name,
         context_length=registry.context_length(model),
         quantization=registry.quantization(model),
-        device=model.device,
+        device=registry.placement(model, None),
         loaded_devices=registry.loaded_devices(model),
     )
     return json(detail.model_dump())

@@ -32,6 +32,14 @@ def reply_room(info: ModelInfo, max_tokens: int) -> int:
     return min(max_tokens, info.context_length // 4)
 
 
+def drop_oldest_turn(history: list[ChatMessage]) -> int:
+    """Drop the oldest turn -- a user message and the assistant reply that follows it --
+    in place; returns how many messages went."""
+    turn = 2 if len(history) >= 2 and history[1].role == "assistant" else 1
+    del history[:turn]
+    return turn
+
+
 def chat_prompt(
     backend: Backend, info: ModelInfo, messages: Sequence[ChatMessage], max_tokens: int
 ) -> tuple[list[int], int]:
@@ -48,10 +56,7 @@ def chat_prompt(
         ids = backend.encode_chat([*system, *history, latest])
         if len(ids) <= budget or not history:
             break
-        # Drop the oldest turn: a user message and the assistant reply that follows it.
-        turn = 2 if len(history) >= 2 and history[1].role == "assistant" else 1
-        del history[:turn]
-        dropped += turn
+        dropped += drop_oldest_turn(history)
     if len(ids) >= info.context_length:
         raise _too_long(len(ids), info.context_length)
     return ids, dropped

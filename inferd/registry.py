@@ -2,7 +2,9 @@
 
 A request names a model (by id, name or configured path) and optionally a device; the
 registry answers with the ModelWorker for that pair, creating it -- and so loading the
-model -- on first use unless the model was preloaded at start-up.
+model -- on first use unless the model was preloaded at start-up. A remote model
+(`backend = "openai"`) has one RemoteWorker whatever device is asked for: its upstreams
+decide where it runs, and its device reads "remote".
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from inferd.backends.base import Backend
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker
 from inferd.errors import ApiError, BadRequest, NotFound
+from inferd.remote.worker import RemoteWorker
 
 log = logging.getLogger("inferd")
 
 BackendFactory = Callable[[ModelConfig, str], Backend]
+Worker = ModelWorker | RemoteWorker
+REMOTE = "remote"  # the device of a remote model's worker
 
 
 def default_backend_factory(model: ModelConfig, device: str) -> Backend:
@@ -83,7 +88,7 @@ class ModelRegistry:
         self.models = models
         self._factory = backend_factory
         self._devices = devices
-        self._workers: dict[tuple[str, str], ModelWorker] = {}
+        self._workers: dict[tuple[str, str], Worker] = {}
         # Preloads that could not even start (e.g. device not on this machine), by model id.
         self.preload_errors: dict[str, str] = {}
 
@@ -100,15 +105,30 @@ class ModelRegistry:
         if Path(name).exists():  # a local path as typed: "../models/x" or through a symlink
             resolved = str(Path(name).resolve())
             for model in self.models:
-                if Path(model.path).exists() and str(Path(model.path).resolve()) == resolved:
+                path = model.path
+                if (
+                    path is not None
+                    and Path(path).exists()
+                    and str(Path(path).resolve()) == resolved
+                ):
                     return model
         known = ", ".join(model.name for model in self.models) or "none configured"
         raise NotFound(f"model {name!r} not found; available models: {known}")
 
-    def worker(self, name: str, device: str | None = None) -> ModelWorker:
+    @staticmethod
+    def placement(model: ModelConfig, device: str | None) -> str:
+        """The device a request for `model` on `device` runs on (None: the model's own)."""
+        return REMOTE if model.is_remote else device or model.device
+
+    def worker(self, name: str, device: str | None = None) -> Worker:
         """The worker for a model on a device (the model's configured device by default)."""
         model = self.find(name)
-        device = device or model.device
+        device = self.placement(model, device)
+        if model.is_remote:
+            key = (model.id, device)
+            if key not in self._workers:
+                self._workers[key] = RemoteWorker(f"{model.id}@{device}", model)
+            return self._workers[key]
         if device not in self.devices:
             raise BadRequest(
                 f"device {device!r} is not available on this server; "
@@ -142,8 +162,9 @@ class ModelRegistry:
         for model in self.models:
             if not model.preload:
                 continue
-            label = f"{model.id}@{model.device}"
-            worker = self._workers.get((model.id, model.device))
+            device = self.placement(model, None)
+            label = f"{model.id}@{device}"
+            worker = self._workers.get((model.id, device))
             if model.id in self.preload_errors:
                 states[label] = ("failed", self.preload_errors[model.id])
             elif worker is None:
@@ -152,7 +173,7 @@ class ModelRegistry:
                 states[label] = (worker.state, worker.error)
         return states
 
-    def workers(self) -> list[ModelWorker]:
+    def workers(self) -> list[Worker]:
         return list(self._workers.values())
 
     def loaded_model_ids(self) -> set[str]:
@@ -166,7 +187,10 @@ class ModelRegistry:
         ]
 
     def quantization(self, model: ModelConfig) -> str | None:
-        """The weight format in use: a loaded worker's, else configured, else the default."""
+        """The weight format in use: a loaded worker's, else configured, else the default
+        (None for a remote model: its upstream chose it and does not say)."""
+        if model.is_remote:
+            return None
         for (model_id, device), worker in self._workers.items():
             if model_id == model.id and device == model.device and worker.info:
                 return worker.info.quantization
@@ -179,4 +203,4 @@ class ModelRegistry:
         for (model_id, _), worker in self._workers.items():
             if model_id == model.id and worker.info:
                 return worker.info.context_length
-        return _context_from_config_file(model.path)
+        return _context_from_config_file(model.path) if model.path else None

@@ -17,7 +17,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from inferd.backends.base import FinishReason, GenerationStats, SamplingParams, TokenEvent
@@ -66,6 +66,22 @@ class Stream:
         self._filtered_end = False
         self._taken = asyncio.Event()  # admitted, or ended without being admitted
         self._finished = False
+        self._on_cancel: list[Callable[[], None]] = []
+
+    def when_cancelled(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the event loop the moment the generation is cancelled (a
+        remote engine closes its upstream request then, instead of at its next step)."""
+        self._on_cancel.append(callback)
+
+    def _stop_engine(self) -> None:
+        self.cancelled.set()
+        callbacks, self._on_cancel = self._on_cancel, []
+        for callback in callbacks:
+            callback()
+
+    def push_on_loop(self, item: TokenEvent | Admitted) -> None:
+        """Called on the event loop itself (a remote engine's relay): no thread hop."""
+        self._arrive(item)
 
     def push(self, item: TokenEvent | Admitted) -> None:
         """Called from the owner thread."""
@@ -151,7 +167,7 @@ class Stream:
     def _filtered(self, original: TokenEvent, filtered: TokenEvent) -> TokenEvent:
         if filtered.finish_reason is not None and original.finish_reason is None:
             # The filter ended the stream: the engine must stop generating for it.
-            self.cancelled.set()
+            self._stop_engine()
             self.stats.finished_at = time.monotonic()
         return filtered
 
@@ -161,7 +177,7 @@ class Stream:
 
     def cancel(self) -> None:
         """Stop generating (the client went away); safe to call more than once."""
-        self.cancelled.set()
+        self._stop_engine()
         self._taken.set()
         if not self._finished:
             self.stats.finished_at = time.monotonic()

@@ -102,7 +102,7 @@ def test_an_unknown_table_is_an_error_when_the_app_is_built(tmp_path):
         (MODEL + "device = 'tpu'\n", "models.0.device"),
         (MODEL + "max_concurrent = 0\n", "models.0.max_concurrent"),
         (MODEL + "quantization = 'int3'\n", "models.0.quantization"),
-        ('[[models]]\nid = "m"\nname = "n"\n', "models.0.path"),
+        ('[[models]]\nid = "m"\nname = "n"\n', "model 'm': `path` is required"),
         (MODEL + "max_queue = -1\n", "models.0.max_queue"),
         (MODEL + "queue_timeout = 0\n", "models.0.queue_timeout"),
         ("[server]\nlog_format = 'xml'\n", "server.log_format"),
