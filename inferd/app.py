@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 from sanic import Request, Sanic
@@ -20,7 +21,7 @@ from inferd.plugin_chain import PluginChain
 from inferd.plugin_loader import load_plugins
 from inferd.registry import BackendFactory, ModelRegistry, default_backend_factory
 from inferd.session_io import AsyncSessionStore
-from inferd.sessions import SessionStore
+from inferd.sessions import SessionStore, open_storage
 
 _app_numbers = itertools.count()
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
@@ -55,10 +56,8 @@ def create_app(
         config.models, backend_factory=backend_factory, devices=devices
     )
     store = SessionStore(
-        config.sessions.path,
-        ttl=config.sessions.ttl,
+        open_storage(config.sessions),
         max_messages=config.sessions.max_messages,
-        timeout=config.sessions.timeout,
     )
     app.ctx.sessions = AsyncSessionStore(store, timeout=config.sessions.timeout)
     app.ctx.metrics = AppMetrics()  # plugins reach it through inferd.app_metrics.app_metrics
@@ -96,6 +95,14 @@ def create_app(
         sent.headers.update(SECURITY_HEADERS)
         access_log.responded(request, sent.status)
         return replaced
+
+    @app.before_server_start
+    async def check_session_store(app: Sanic) -> None:
+        # A shared store that is down should stop start-up, not fail every chat.
+        try:
+            await asyncio.to_thread(app.ctx.sessions.store.check)
+        except Exception as error:
+            raise RuntimeError(f"sessions: the store cannot be reached: {error}") from None
 
     @app.after_server_start
     async def start_preloading(app: Sanic) -> None:

@@ -8,15 +8,17 @@ most `timeout` seconds for it, so a locked or failing store gives the request a 
 A write is never abandoned: when its caller stops waiting (a timeout, a client that
 went away, a drain that cancels the request) it still finishes in the background -- the
 store is transactional, so it lands whole or not at all -- and close() waits for it.
-Appending an answered turn goes further: while the store stays locked it is retried
-(for up to PERSIST_FOR seconds), since nobody is left to retry it. A read nobody waits
+Appending an answered turn goes further: while the store stays locked (or, for Redis,
+unreachable) it is retried (for up to PERSIST_FOR seconds), since nobody is left to
+retry it. A read nobody waits
 for any more is dropped if it has not started yet.
 
 One thread by default: calls then run in the order they were made, so the next turn's
 read always sees the previous turn's write (SQLite serialises writers anyway).
 
-Any store with SessionStore's methods can sit behind the facade (a Redis store, say),
-and wrapping a new method is one line: `title = offloaded(SessionStore.title, write=True)`.
+SessionStore runs over a storage -- diskcache or Redis -- which says what it raises
+when it is busy or down (`errors`) and which of those leave nothing done (`retryable`).
+Wrapping a new method is one line: `title = offloaded(SessionStore.title, write=True)`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,9 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
-
-import diskcache
 
 from inferd.errors import RetryLater
 from inferd.sessions import SessionStore
@@ -38,8 +37,6 @@ from inferd.sessions import SessionStore
 log = logging.getLogger("inferd.sessions")
 P = ParamSpec("P")
 R = TypeVar("R")
-# What a busy, locked, full or broken store raises (diskcache.Timeout: SQLite stayed busy).
-STORE_ERRORS: tuple[type[BaseException], ...] = (diskcache.Timeout, sqlite3.Error, OSError)
 # How long an answered turn's append keeps retrying a locked store in the background.
 PERSIST_FOR = 60.0
 
@@ -114,20 +111,21 @@ class AsyncSessionStore:
             raise StoreUnavailable(
                 f"the session store is busy (no answer within {self.timeout:g} s); retry shortly"
             ) from None
-        except STORE_ERRORS as error:
+        except self.store.errors as error:
             log.error("session store: %s failed: %s", name, error)
             raise StoreUnavailable(
                 "the session store failed; stored history is unchanged, retry shortly"
             ) from None
 
     def until_stored(self, work: Callable[[], R]) -> R:
-        """Run `work` (on the pool thread), retrying while SQLite stays locked. A locked
-        transaction never started, so retrying cannot apply a write twice."""
+        """Run `work` (on the pool thread), retrying while the store stays locked or
+        unreachable. Only failures that leave nothing done are retried (a locked SQLite
+        transaction never started), so retrying cannot apply a write twice."""
         deadline = time.monotonic() + PERSIST_FOR
         while True:
             try:
                 return work()
-            except diskcache.Timeout:
+            except self.store.retryable:
                 if self._closed or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

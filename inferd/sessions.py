@@ -1,10 +1,15 @@
-"""Chat history, stored in diskcache so that it survives restarts and hard kills.
+"""Chat history: every rule about sessions, over a storage that keeps their records.
 
-diskcache is used as a store, not a cache: nothing is evicted for space, and every
-read-modify-write runs inside `transact()` so concurrent requests on one session (or
-several server processes sharing the directory) never lose a message. With a `ttl`, a
-session expires that long after its last write (a new turn renews it); `max_messages`
-caps what a session keeps by dropping its oldest turns, never its system prompt.
+SessionStore holds the rules -- who sees a session, how a system prompt, a turn, a
+rollback, a fork or a rename changes it -- and nothing about where records live. A
+SessionStorage keeps them: diskcache on this machine (inferd/session_disk.py, the
+default) or Redis shared by several replicas (inferd/session_redis.py). Each storage
+runs a change as one atomic read-modify-write of one record, so concurrent requests
+(or replicas) never lose a message, and both survive a hard kill of inferd.
+
+With a `ttl`, a session expires that long after its last write (a new turn renews it);
+`max_messages` caps what a session keeps by dropping its oldest turns, never its system
+prompt.
 
 A session belongs to an owner: the hash of the API key that created it (see
 plugins/auth.py), or None when auth was off. Only its owner sees it; to everyone else
@@ -16,21 +21,25 @@ when it was created and last changed, a title once renamed (None: clients show t
 user message), and, for a fork, its parent session and how many of the parent's
 messages it started with (`fork_point`).
 
-Every method blocks on SQLite: the server calls them through AsyncSessionStore
-(inferd/session_io.py), never on the event loop.
+Every method blocks (on SQLite, or on the network): the server calls them through
+AsyncSessionStore (inferd/session_io.py), never on the event loop.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import diskcache
+if TYPE_CHECKING:
+    from inferd.config import SessionsConfig
 
 Message = dict[str, str]
+Record = dict[str, Any]  # a session as stored (Session.to_record)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -76,40 +85,109 @@ class Session:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Edit(Generic[T]):
+    """What a change does to one record: its new value (None: leave it), or delete it;
+    and what the change returns to its caller."""
+
+    result: T
+    write: Record | None = None
+    delete: bool = False
+
+
+class SessionStorage(Protocol):
+    """Where session records live: a key-value store with atomic read-modify-write.
+
+    Every method may block (disk, network): the server calls the store off the loop."""
+
+    def read(self, key: str) -> Record | None: ...
+
+    def items(self) -> Iterator[tuple[str, Record]]:
+        """Every record, in no particular order."""
+        ...
+
+    def change(self, key: str, edit: Callable[[Record | None], Edit[T]]) -> T:
+        """Apply `edit` to the record atomically: no other change to `key` lands between
+        the read and the write. `edit` may run more than once (when it is retried), so it
+        must not have side effects."""
+        ...
+
+    def count(self) -> int:
+        """Live records (expired ones are not counted)."""
+        ...
+
+    # What the storage raises when it is busy, down or failing: the request gets a 503.
+    errors: tuple[type[BaseException], ...]
+    # Those of `errors` that mean the change did not happen and may simply be retried.
+    retryable: tuple[type[BaseException], ...]
+
+    def check(self) -> None:
+        """Raise if the storage cannot be reached (at start-up)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _visible(record: Record | None, owner: str | None) -> bool:
+    # Strict: a session made while auth was off (owner None) is no key's session.
+    return record is not None and record.get("owner") == owner
+
+
+def _unchanged(result: T) -> Edit[T]:
+    return Edit(result)
+
+
 class SessionStore:
+    """The sessions, over a storage: a SessionStorage, or a diskcache directory's path
+    (then `ttl` and `timeout` configure it; a storage object brings its own)."""
+
     def __init__(
         self,
-        path: Path | str,
+        storage: SessionStorage | Path | str,
         *,
         ttl: float | None = None,
         max_messages: int | None = None,
         timeout: float = 5.0,
     ) -> None:
-        # timeout is SQLite's busy wait; eviction "none" makes this a durable store.
-        self._cache = diskcache.Cache(str(path), eviction_policy="none", timeout=timeout)
-        self._ttl = ttl
+        if isinstance(storage, (str, Path)):
+            from inferd.session_disk import DiskStorage
+
+            storage = DiskStorage(storage, ttl=ttl, timeout=timeout)
+        elif ttl is not None:
+            raise TypeError("give the storage its ttl: SessionStore(storage) takes none")
+        self._storage = storage
         self._max_messages = max_messages
 
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What the storage raises when it is busy, down or failing."""
+        return self._storage.errors
+
+    @property
+    def retryable(self) -> tuple[type[BaseException], ...]:
+        """Failures after which the change did not happen and may be retried."""
+        return self._storage.retryable
+
+    def _record(self, session: Session) -> Record:
+        """What a change writes: the session capped to `max_messages`."""
+        if self._max_messages is not None:
+            session.messages = capped(session.messages, self._max_messages)
+        return session.to_record()
+
     def close(self) -> None:
-        self._cache.close()
+        self._storage.close()
+
+    def check(self) -> None:
+        """Raise if the storage cannot be reached."""
+        self._storage.check()
 
     @staticmethod
     def new_id() -> str:
         return str(uuid.uuid4())
 
-    def _visible(self, record: dict[str, Any] | None, owner: str | None) -> bool:
-        # Strict: a session made while auth was off (owner None) is no key's session.
-        return record is not None and record.get("owner") == owner
-
-    def _save(self, session: Session) -> None:
-        """Write a session (inside the caller's transaction), capped and with a fresh ttl."""
-        if self._max_messages is not None:
-            session.messages = capped(session.messages, self._max_messages)
-        self._cache.set(session.id, session.to_record(), expire=self._ttl)
-
     def get(self, session_id: str, owner: str | None = None) -> Session | None:
-        record = self._cache.get(session_id)
-        return Session.from_record(session_id, record) if self._visible(record, owner) else None
+        record = self._storage.read(session_id)
+        return Session.from_record(session_id, record) if _visible(record, owner) else None
 
     def ids(self, owner: str | None = None) -> list[str]:
         """Session ids visible to `owner`, oldest first."""
@@ -117,18 +195,16 @@ class SessionStore:
 
     def sessions(self, owner: str | None = None) -> list[Session]:
         """Every session visible to `owner`, oldest first."""
-        sessions = []
-        for key in self._cache.iterkeys():
-            record = self._cache.get(key)
-            if self._visible(record, owner):
-                sessions.append(Session.from_record(key, record))
+        sessions = [
+            Session.from_record(key, record)
+            for key, record in self._storage.items()
+            if _visible(record, owner)
+        ]
         return sorted(sessions, key=lambda session: (session.created, session.id))
 
     def count(self) -> int:
-        """Live sessions (expired ones are removed first)."""
-        if self._ttl is not None:
-            self._cache.expire()
-        return len(self._cache)
+        """Live sessions (expired ones are not counted)."""
+        return self._storage.count()
 
     def ensure(
         self, session_id: str, owner: str | None, system_prompt: str | None
@@ -137,10 +213,10 @@ class SessionStore:
 
         Returns None when the id is taken by another owner.
         """
-        with self._cache.transact():
-            record = self._cache.get(session_id)
-            if record is not None and not self._visible(record, owner):
-                return None
+
+        def edit(record: Record | None) -> Edit[Session | None]:
+            if record is not None and not _visible(record, owner):
+                return _unchanged(None)
             session = (
                 Session.from_record(session_id, record)
                 if record
@@ -154,13 +230,15 @@ class SessionStore:
                     session.messages.insert(0, system)
                 session.changed()
             if record is None or system_prompt is not None:
-                self._save(session)
-            return session
+                return Edit(session, self._record(session))
+            return _unchanged(session)
+
+        return self._storage.change(session_id, edit)
 
     def append(self, session_id: str, messages: list[Message], owner: str | None = None) -> None:
         """Append messages atomically (recreating the session if it was deleted meanwhile)."""
-        with self._cache.transact():
-            record = self._cache.get(session_id)
+
+        def edit(record: Record | None) -> Edit[None]:
             session = (
                 Session.from_record(session_id, record)
                 if record
@@ -168,67 +246,83 @@ class SessionStore:
             )
             session.messages.extend(messages)
             session.changed()
-            self._save(session)
+            return Edit(None, self._record(session))
+
+        self._storage.change(session_id, edit)
 
     def delete(self, session_id: str, owner: str | None = None) -> bool:
-        with self._cache.transact():
-            if not self._visible(self._cache.get(session_id), owner):
-                return False
-            return bool(self._cache.delete(session_id))
+        def edit(record: Record | None) -> Edit[bool]:
+            if not _visible(record, owner):
+                return _unchanged(False)
+            return Edit(True, delete=True)
+
+        return self._storage.change(session_id, edit)
 
     def rollback(self, session_id: str, amount: int, owner: str | None = None) -> int | None:
         """Drop the last `amount` messages; returns how many remain, None if no such session."""
-        with self._cache.transact():
-            record = self._cache.get(session_id)
-            if not self._visible(record, owner):
-                return None
+
+        def edit(record: Record | None) -> Edit[int | None]:
+            if record is None or not _visible(record, owner):
+                return _unchanged(None)
             session = Session.from_record(session_id, record)
             del session.messages[max(0, len(session.messages) - amount) :]
             session.changed()
-            self._save(session)
-            return len(session.messages)
+            record = self._record(session)
+            return Edit(len(session.messages), record)
+
+        return self._storage.change(session_id, edit)
 
     def create(
         self, messages: list[Message], owner: str | None = None, title: str | None = None
     ) -> Session:
         """A new session holding `messages` (an imported conversation)."""
         session = Session(self.new_id(), list(messages), owner, title=title)
-        self._save(session)
-        return session
+        record = self._record(session)
+        return self._storage.change(session.id, lambda _: Edit(session, record))
 
     def fork(self, session_id: str, keep: int | None, owner: str | None = None) -> Session | None:
         """A new session holding the first `keep` messages (all when None) of `session_id`,
         which it records as its parent. None if there is no such session; ValueError if
         `keep` is not between 0 and the number of messages."""
-        with self._cache.transact():
-            record = self._cache.get(session_id)
-            if not self._visible(record, owner):
-                return None
-            messages = Session.from_record(session_id, record).messages
-            keep = len(messages) if keep is None else keep
-            if not 0 <= keep <= len(messages):
-                raise ValueError(
-                    f"'keep' must be between 0 and {len(messages)} (the number of messages "
-                    f"in session {session_id!r}), got {keep}"
-                )
-            child = Session(
-                self.new_id(), messages[:keep], owner, parent=session_id, fork_point=keep
+        parent = self.get(session_id, owner)  # one read: a consistent snapshot
+        if parent is None:
+            return None
+        keep = len(parent.messages) if keep is None else keep
+        if not 0 <= keep <= len(parent.messages):
+            raise ValueError(
+                f"'keep' must be between 0 and {len(parent.messages)} (the number of messages "
+                f"in session {session_id!r}), got {keep}"
             )
-            self._save(child)
-            return child
+        child = Session(
+            self.new_id(), parent.messages[:keep], owner, parent=session_id, fork_point=keep
+        )
+        record = self._record(child)
+        return self._storage.change(child.id, lambda _: Edit(child, record))
 
     def rename(
         self, session_id: str, title: str | None, owner: str | None = None
     ) -> Session | None:
         """Set the session's title (None: back to the default); None if no such session."""
-        with self._cache.transact():
-            record = self._cache.get(session_id)
-            if not self._visible(record, owner):
-                return None
+
+        def edit(record: Record | None) -> Edit[Session | None]:
+            if record is None or not _visible(record, owner):
+                return _unchanged(None)
             session = Session.from_record(session_id, record)
             session.title = title
-            self._save(session)
-            return session
+            return Edit(session, self._record(session))
+
+        return self._storage.change(session_id, edit)
+
+
+def open_storage(config: SessionsConfig) -> SessionStorage:
+    """The storage `[sessions]` names: Redis at `url`, else diskcache at `path`."""
+    if config.url is None:
+        from inferd.session_disk import DiskStorage
+
+        return DiskStorage(config.path, ttl=config.ttl, timeout=config.timeout)
+    from inferd.session_redis import RedisStorage
+
+    return RedisStorage(config.url, ttl=config.ttl, timeout=config.timeout)
 
 
 def capped(messages: list[Message], limit: int) -> list[Message]:

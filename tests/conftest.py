@@ -92,3 +92,22 @@ def owner() -> Iterator[Owner]:
     MLX streams are thread-local, so a model must load and generate on one thread."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
         yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server (with its append-only file) for the whole run."""
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_redis(redis_url: str) -> str:
+    """The run's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+    return redis_url

@@ -1,4 +1,7 @@
-"""inferd/sessions.py: the diskcache-backed session store."""
+"""inferd/sessions.py: the session store, over each storage (diskcache and Redis).
+
+Every rule is tested on both storages: the store is the same code over either.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,41 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inferd.sessions import SessionStore, capped
+from inferd.session_disk import DiskStorage
+from inferd.session_redis import RedisStorage
+from inferd.sessions import SessionStorage, SessionStore, capped
 from tests.processes import fake_server
 
+STORAGES = ["diskcache", "redis"]
 
-@pytest.fixture
-def store(tmp_path):
-    store = SessionStore(tmp_path / "sessions")
+
+def _storage(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, ttl: float | None = None
+) -> SessionStorage:
+    if kind == "diskcache":
+        return DiskStorage(tmp_path / "sessions", ttl=ttl)
+    return RedisStorage(request.getfixturevalue("empty_redis"), ttl=ttl)
+
+
+@pytest.fixture(params=STORAGES)
+def store(request, tmp_path):
+    store = SessionStore(_storage(request.param, request, tmp_path))
     yield store
     store.close()
+
+
+@pytest.fixture(params=STORAGES)
+def two_stores(request, tmp_path):
+    """Two stores on one storage, as two server processes (or replicas) would have."""
+    first = SessionStore(_storage(request.param, request, tmp_path))
+    second = SessionStore(
+        DiskStorage(tmp_path / "sessions")
+        if request.param == "diskcache"
+        else RedisStorage(request.getfixturevalue("redis_url"))
+    )
+    yield first, second
+    first.close()
+    second.close()
 
 
 def _turn(number: int) -> list[dict[str, str]]:
@@ -92,16 +121,46 @@ def test_concurrent_appends_from_many_threads_never_lose_a_message(store):
         assert user["content"].replace("question", "answer") == assistant["content"]
 
 
-def test_two_stores_on_one_directory_share_sessions(tmp_path):
+def test_two_stores_on_one_storage_share_sessions(two_stores):
     # Several server processes (or a restart) see the same history.
-    first = SessionStore(tmp_path / "sessions")
+    first, second = two_stores
     first.append("s", _turn(1))
-    first.close()
-    second = SessionStore(tmp_path / "sessions")
+    assert second.get("s").messages == _turn(1)
+    second.append("s", _turn(2))
+    assert first.get("s").messages == _turn(1) + _turn(2)
+
+
+def test_concurrent_appends_from_two_stores_never_lose_a_message(two_stores):
+    # Two replicas writing one session at once: each change is one atomic transaction.
+    first, second = two_stores
+    first.ensure("s", None, None)
+
+    def worker(store: SessionStore, first_number: int) -> None:
+        for number in range(first_number, first_number + 25):
+            store.append("s", _turn(number))
+
+    threads = [
+        threading.Thread(target=worker, args=(store, n * 25))
+        for n, store in enumerate([first, second, first, second])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    messages = first.get("s").messages
+    assert len(messages) == 4 * 25 * 2
+    assert sorted(m["content"] for m in messages[::2]) == sorted(
+        f"question {n}" for n in range(100)
+    )
+
+
+def test_a_session_store_can_be_given_a_directory(tmp_path):
+    store = SessionStore(tmp_path / "sessions")  # diskcache, as before storages existed
     try:
-        assert second.get("s").messages == _turn(1)
+        store.append("s", _turn(1))
+        assert store.get("s").messages == _turn(1)
     finally:
-        second.close()
+        store.close()
 
 
 def test_rollback_removes_the_last_messages(store):
@@ -278,8 +337,9 @@ def test_concurrent_renames_forks_and_appends_lose_nothing(store):
     assert all(store.get(fork).parent == "s" for fork in forks)
 
 
-def test_sessions_expire_after_ttl_without_a_new_turn(tmp_path):
-    store = SessionStore(tmp_path / "sessions", ttl=0.3)
+@pytest.mark.parametrize("kind", STORAGES)
+def test_sessions_expire_after_ttl_without_a_new_turn(kind, request, tmp_path):
+    store = SessionStore(_storage(kind, request, tmp_path, ttl=0.3))
     try:
         store.append("old", _turn(1))
         store.append("renewed", _turn(1))
@@ -299,8 +359,9 @@ def test_without_ttl_sessions_never_expire(store):
     assert store.count() == 1
 
 
-def test_max_messages_drops_the_oldest_turns_but_never_the_system_prompt(tmp_path):
-    store = SessionStore(tmp_path / "sessions", max_messages=5)
+@pytest.mark.parametrize("kind", STORAGES)
+def test_max_messages_drops_the_oldest_turns_but_never_the_system_prompt(kind, request, tmp_path):
+    store = SessionStore(_storage(kind, request, tmp_path), max_messages=5)
     try:
         store.ensure("s", None, "rules")
         for number in range(1, 5):
@@ -318,6 +379,41 @@ def test_capped_history_starts_with_a_user_message():
     assert capped(history, 4) == [system, *_turn(2)]
     assert capped(_turn(1) + _turn(2), 3) == _turn(2)
     assert capped(history, 10) is history
+
+
+def test_a_directory_gets_diskcache_with_the_given_ttl_and_a_storage_brings_its_own(tmp_path):
+    store = SessionStore(tmp_path / "sessions", ttl=0.1)  # as before storages existed
+    try:
+        store.append("s", _turn(1))
+        time.sleep(0.2)
+        assert store.get("s") is None
+    finally:
+        store.close()
+    with pytest.raises(TypeError, match="give the storage its ttl"):
+        SessionStore(DiskStorage(tmp_path / "other"), ttl=1)
+
+
+def test_a_redis_write_whose_reply_was_lost_is_not_applied_twice(empty_redis, monkeypatch):
+    # redis-py reports a connection lost during EXEC as a WatchError, like a conflict;
+    # the write may have landed all the same, and a turn must not be stored twice.
+    import redis.client
+
+    execute = redis.client.Pipeline.execute
+    lost = []
+
+    def execute_then_lose_the_reply(self, *args, **kwargs):
+        result = execute(self, *args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise redis.WatchError("A ConnectionError occurred while watching one or more keys")
+        return result
+
+    store = SessionStore(RedisStorage(empty_redis))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_lose_the_reply)
+    store.append("s", _turn(1))
+    assert lost == [True]
+    assert store.get("s").messages == _turn(1)
+    store.close()
 
 
 SESSIONS_CONFIG = """
