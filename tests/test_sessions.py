@@ -393,29 +393,6 @@ def test_a_directory_gets_diskcache_with_the_given_ttl_and_a_storage_brings_its_
         SessionStore(DiskStorage(tmp_path / "other"), ttl=1)
 
 
-def test_a_redis_write_whose_reply_was_lost_is_not_applied_twice(empty_redis, monkeypatch):
-    # redis-py reports a connection lost during EXEC as a WatchError, like a conflict;
-    # the write may have landed all the same, and a turn must not be stored twice.
-    import redis.client
-
-    execute = redis.client.Pipeline.execute
-    lost = []
-
-    def execute_then_lose_the_reply(self, *args, **kwargs):
-        result = execute(self, *args, **kwargs)
-        if not lost:
-            lost.append(True)
-            raise redis.WatchError("A ConnectionError occurred while watching one or more keys")
-        return result
-
-    store = SessionStore(RedisStorage(empty_redis))
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_lose_the_reply)
-    store.append("s", _turn(1))
-    assert lost == [True]
-    assert store.get("s").messages == _turn(1)
-    store.close()
-
-
 SESSIONS_CONFIG = """
 [sessions]
 path = "sessions"
