@@ -12,8 +12,13 @@ share as large as it gets: the engine answers in milliseconds, so every hop show
 
     python benchmarks/bench_remote.py                  # mlx_lm.server on stories260K
     python benchmarks/bench_remote.py --rounds 20 --tokens 128 --concurrency 8
+    python benchmarks/bench_remote.py --instant         # the gateway's own cost
     python benchmarks/bench_remote.py --upstream http://gpu-1:8000/v1 \
         --upstream-model Qwen/Qwen2.5-7B-Instruct
+
+--instant puts benchmarks/instant_upstream.py in the engine's place: it answers at once,
+so what remains is the gateway's own cost per request and per token (on the client's
+machine, which runs both).
 """
 
 from __future__ import annotations
@@ -165,13 +170,24 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="for mlx_lm.server")
     parser.add_argument("--upstream", help="an OpenAI base URL to use instead of mlx_lm.server")
     parser.add_argument("--upstream-model", help="the upstream's model name (with --upstream)")
+    parser.add_argument(
+        "--instant", action="store_true", help="an upstream that answers at once instead"
+    )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
         folder = Path(folder)
-        if args.upstream is None:
+        if args.instant:
+            port = free_port()
+            script = str(Path(__file__).with_name("instant_upstream.py"))
+            command = [sys.executable, script, str(port), "--tokens", str(args.tokens)]
+            url = f"http://127.0.0.1:{port}/v1"
+            stack.enter_context(server(command, url + "/models", folder / "instant.log"))
+            args.upstream, args.upstream_model = url, "instant"
+            args.upstream_label = "instant_upstream.py (answers at once)"
+        elif args.upstream is None:
             port = free_port()
             model = str(args.model.resolve())
             command = [sys.executable, "-m", "mlx_lm", "server", "--model", model]

@@ -123,6 +123,7 @@ async def test_the_context_length_and_usage_come_from_the_upstream(tmp_path):
     assert reply.status_code == 200
     # The upstream's counts: its tokenizer is one token per character.
     assert (reply.json()["prompt_tokens"], reply.json()["tokens"]) == (3, len(REPLY))
+    assert detail["quantization"] is None  # the upstream chose it and does not say
     assert (detail["context_length"], detail["device"], detail["loaded_devices"]) == (
         256,
         "remote",
