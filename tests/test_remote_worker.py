@@ -377,3 +377,25 @@ async def test_answers_reuse_the_upstream_connection(tmp_path):
         replies = [await generate(base, "json", model=MODEL) for _ in range(3)]
     assert [r.text for r in replies] == ["Hi"] * 3
     assert connections == 1
+
+
+async def test_an_upstream_stalling_mid_answer_ends_the_stream_after_the_timeout(tmp_path):
+    release = asyncio.Event()
+
+    async def stalling_upstream(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        writer.write(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = {"choices": [{"index": 0, "delta": {"content": "Once"}, "finish_reason": None}]}
+        writer.write(_http_chunk(f"data: {json.dumps(chunk)}\n\n".encode()))
+        await writer.drain()
+        await release.wait()  # then nothing: not a byte, not a close
+        writer.close()
+
+    server = await asyncio.start_server(stalling_upstream, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    async with server, gateway(tmp_path, [url], context_length=256, timeout=0.5) as base:
+        reply = await asyncio.wait_for(generate(base, "sse", model=MODEL), 10)
+        release.set()
+    assert (reply.status, reply.text) == (200, "Once")
+    assert f"upstream {url} did not answer within 0.5 s in mid-answer" in reply.error

@@ -5,8 +5,9 @@ usage), so every failure before the first token -- unreachable, an error status,
 slow -- is still an exception, which the worker can answer with an HTTP status or try
 on another upstream. After it, `relay` pushes TokenEvents until the upstream ends; a
 failure then ends the stream with an error event. Every wait is bounded by the model's
-`timeout`, keepalive comments included: an upstream that sends nothing is never waited
-on forever.
+`timeout`: the first token's as a whole (an upstream that only sends keepalive comments
+fails too), each later one by the HTTP client's read timeout -- an upstream that sends
+nothing is never waited on forever.
 """
 
 from __future__ import annotations
@@ -94,10 +95,14 @@ class UpstreamCall:
             raise UpstreamFailure(502, "ended its stream before the answer did", retry=True)
 
     async def next(self) -> Chunk | None:
-        """The next chunk (None at the end); UpstreamFailure when the upstream fails."""
+        """The next chunk (None at the end); UpstreamFailure when the upstream fails.
+
+        The client's read timeout bounds the wait: a silent upstream fails after
+        `timeout` seconds (a task per token for asyncio.wait_for would cost more than
+        the rest of the relay)."""
         assert self._events is not None, "open() first"
         try:
-            chunk = await asyncio.wait_for(anext(self._events, None), self.timeout)
+            chunk = await anext(self._events, None)
         except UpstreamFailure:
             raise
         except (httpx.HTTPError, SSEError, asyncio.TimeoutError, TimeoutError) as error:
