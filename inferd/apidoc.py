@@ -28,9 +28,10 @@ _ATTRIBUTE = "__inferd_operation__"
 _REF = "#/components/schemas/{model}"
 # What any route may answer: a plugin's refusal (401 auth, 429 rate limit) or a failure.
 COMMON_ERRORS = (401, 429, 500)
-# ...and a route that reads a body or generates.
+# ...and a route that reads a body or generates (502/504: a remote model's upstream
+# failed or was too slow, inferd/remote/).
 BODY_ERRORS = (400, 413, *COMMON_ERRORS)
-GENERATION_ERRORS = (400, 404, 413, *COMMON_ERRORS, 503)
+GENERATION_ERRORS = (400, 404, 413, *COMMON_ERRORS, 502, 503, 504)
 
 
 @dataclass(frozen=True, slots=True)
