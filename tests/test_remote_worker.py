@@ -42,11 +42,21 @@ UPSTREAM_MODEL = "fake/model"  # the upstreams' name (inferd.testing's fake mode
 
 @asynccontextmanager
 async def upstream(tmp_path: Path, backend: FakeBackend, **sections: Any) -> AsyncIterator[str]:
-    """An inferd serving `backend` as "fake/model" (context 256); yields its /v1 URL."""
+    """An inferd serving `backend` as "fake/model" (context 256); yields its /v1 URL.
+
+    Its model's thread is stopped and joined on the way out: a failing FakeBackend's
+    thread logs a traceback, and Python 3.11 formats one with ast.parse, which races
+    with the next test's Sanic router compiling on the main thread (CPython's AST
+    recursion counter is per interpreter: "AST constructor recursion depth mismatch")."""
     model = {"id": "fake", "name": UPSTREAM_MODEL, "path": "/nonexistent/fake"}
     app = make_app(tmp_path, backend, models=[{**model, "context_length": 256}], **sections)
-    async with live_server(app) as base:
-        yield base + "/v1"
+    try:
+        async with live_server(app) as base:
+            yield base + "/v1"
+    finally:
+        for worker in app.ctx.registry.workers():
+            worker.stop()
+            await asyncio.to_thread(worker.join, 10)
 
 
 @asynccontextmanager
