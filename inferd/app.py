@@ -64,6 +64,9 @@ def create_app(
     app.ctx.admission = Admission()
     app.ctx.lifecycle = Lifecycle()
     app.ctx.plugins = PluginChain(load_plugins(config))
+    # Every error is answered here, so each route passes error_format="json": left
+    # unset, Sanic parses the handler's source to guess one, and on Python 3.11 that
+    # parse races traceback formatting in backend threads (a SystemError at start-up).
     app.error_handler.add(Exception, handle_exception)
 
     for routes in (health, models, completions, chat, ws, history, webui, openai, docs):

@@ -39,4 +39,10 @@ async def chat_completions(request: Request) -> None:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(chat_completions, "/chat/completions", methods=["POST"], name="chat_completions")
+    app.add_route(
+        chat_completions,
+        "/chat/completions",
+        methods=["POST"],
+        name="chat_completions",
+        error_format="json",
+    )

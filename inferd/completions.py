@@ -49,4 +49,6 @@ async def completions(request: Request) -> HTTPResponse | None:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(completions, "/completions", methods=["POST"], name="completions")
+    app.add_route(
+        completions, "/completions", methods=["POST"], name="completions", error_format="json"
+    )

@@ -155,9 +155,11 @@ async def docs_css(request: Request) -> HTTPResponse:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(openapi_json, "/openapi.json", methods=["GET"], name="openapi_json")
-    app.add_route(docs_page, "/docs", methods=["GET"], name="docs")
-    app.add_route(docs_css, STYLESHEET, methods=["GET"], name="docs_css")
+    app.add_route(
+        openapi_json, "/openapi.json", methods=["GET"], name="openapi_json", error_format="json"
+    )
+    app.add_route(docs_page, "/docs", methods=["GET"], name="docs", error_format="json")
+    app.add_route(docs_css, STYLESHEET, methods=["GET"], name="docs_css", error_format="json")
 
     @app.before_server_start
     async def build_docs(app: Sanic) -> None:

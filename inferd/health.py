@@ -64,5 +64,7 @@ async def readiness(request: Request) -> HTTPResponse:
 
 def register(app: Sanic) -> None:
     # HEAD too: load balancers and uptime checkers often probe with it.
-    app.add_route(health, "/health", methods=["GET", "HEAD"], name="health")
-    app.add_route(readiness, "/readiness", methods=["GET", "HEAD"], name="readiness")
+    app.add_route(health, "/health", methods=["GET", "HEAD"], name="health", error_format="json")
+    app.add_route(
+        readiness, "/readiness", methods=["GET", "HEAD"], name="readiness", error_format="json"
+    )

@@ -36,5 +36,7 @@ async def get_model(request: Request, model_id: str) -> HTTPResponse:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(list_models, "/models", methods=["GET"], name="list_models")
-    app.add_route(get_model, "/models/<model_id:path>", methods=["GET"], name="get_model")
+    app.add_route(list_models, "/models", methods=["GET"], name="list_models", error_format="json")
+    app.add_route(
+        get_model, "/models/<model_id:path>", methods=["GET"], name="get_model", error_format="json"
+    )

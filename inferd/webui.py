@@ -106,5 +106,7 @@ async def static(request: Request, name: str) -> HTTPResponse:
 
 def register(app: Sanic) -> None:
     app.ctx.web_assets = load_assets()
-    app.add_route(index, "/", methods=["GET"], name="index")
-    app.add_route(static, "/static/<name:path>", methods=["GET"], name="static")
+    app.add_route(index, "/", methods=["GET"], name="index", error_format="json")
+    app.add_route(
+        static, "/static/<name:path>", methods=["GET"], name="static", error_format="json"
+    )

@@ -100,4 +100,4 @@ async def chat_ws(request: Request, ws: WebsocketImplProtocol) -> None:
 
 
 def register(app: Sanic) -> None:
-    app.add_websocket_route(chat_ws, "/chat/ws", name="chat_ws")
+    app.add_websocket_route(chat_ws, "/chat/ws", name="chat_ws", error_format="json")

@@ -141,7 +141,9 @@ class MetricsPlugin(Plugin):
         self.live = LiveCollector(app)
         metrics.include(self.live)
         self.registry = metrics.registry
-        app.add_route(self.serve, self.config.path, methods=["GET"], name="metrics")
+        app.add_route(
+            self.serve, self.config.path, methods=["GET"], name="metrics", error_format="json"
+        )
 
     @describe(
         "Prometheus metrics",

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sanic import Sanic
 
 from inferd.testing.fakes import make_app
 from tests.processes import ServerProcess, fake_server
@@ -118,3 +119,20 @@ async def test_nosniff_is_set_in_process_too(tmp_path):
     app = make_app(tmp_path)
     _, response = await app.asgi_client.get("/readiness")
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_no_route_makes_sanic_parse_its_handler(tmp_path, monkeypatch):
+    # Left unnamed, a route's error format is guessed by parsing the handler's source,
+    # and on Python 3.11 that parse races traceback formatting in backend threads
+    # ("SystemError: AST constructor recursion depth mismatch"). Every error is
+    # answered by inferd.errors anyway, so each route says "json".
+    guessed: list[str] = []
+
+    def guess(app: Sanic, handler: object) -> str:
+        guessed.append(getattr(handler, "__name__", repr(handler)))
+        return ""
+
+    monkeypatch.setattr(Sanic, "_determine_error_format", guess)
+    app = make_app(tmp_path, plugins={"enabled": ["metrics"]})
+    assert guessed == []
+    assert {route.extra.error_format for route in app.router.routes} == {"json"}

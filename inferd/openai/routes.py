@@ -235,10 +235,24 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(list_models, "/v1/models", methods=["GET"], name="v1_list_models")
-    app.add_route(get_model, "/v1/models/<model_id:path>", methods=["GET"], name="v1_get_model")
-    app.add_route(completions, "/v1/completions", methods=["POST"], name="v1_completions")
     app.add_route(
-        chat_completions, "/v1/chat/completions", methods=["POST"], name="v1_chat_completions"
+        list_models, "/v1/models", methods=["GET"], name="v1_list_models", error_format="json"
+    )
+    app.add_route(
+        get_model,
+        "/v1/models/<model_id:path>",
+        methods=["GET"],
+        name="v1_get_model",
+        error_format="json",
+    )
+    app.add_route(
+        completions, "/v1/completions", methods=["POST"], name="v1_completions", error_format="json"
+    )
+    app.add_route(
+        chat_completions,
+        "/v1/chat/completions",
+        methods=["POST"],
+        name="v1_chat_completions",
+        error_format="json",
     )
     app.on_response(to_openai_errors)
