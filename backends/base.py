@@ -8,10 +8,11 @@ turns prompts into ids and produces next tokens.
 
 A backend produces tokens in one of two ways:
 - a ContinuousBackend hands the engine a Batcher: sequences join it and leave it, and
-  each step() advances all of them by one forward pass (the torch backend: its own
-  scheduler, paged KV cache and chunked prefill);
-- a DecodingBackend starts one Decoding per request, which the engine steps in turn,
-  or several at once through the optional step_many() (MLX, the test fakes).
+  each step() advances all of them by one forward pass (the torch backend: scheduler,
+  paged KV cache and chunked prefill; the MLX backend: mlx-lm's batch caches, chunked
+  prefill and its prompt cache);
+- a DecodingBackend starts one Decoding per request, which the engine steps in turn
+  (the test fakes).
 """
 
 from __future__ import annotations
@@ -57,6 +58,42 @@ OCCURRENCE_WINDOW = 64
 # Temperatures below this are greedy, in every backend (as in vLLM): dividing logits by a
 # tinier one overflows to inf and NaN.
 GREEDY_BELOW = 1e-5
+
+
+def check_params(params: SamplingParams) -> None:
+    """Raise a BackendError naming every out-of-range value."""
+    problems = []
+    if not params.temperature >= 0:  # also catches NaN
+        problems.append(f"temperature must be >= 0, got {params.temperature}")
+    if params.top_k < 0:
+        problems.append(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
+    if not 0 < params.top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {params.top_p}")
+    if not params.repeat_penalty > 0:
+        problems.append(
+            f"repeat_penalty must be > 0 (1.0 disables it), got {params.repeat_penalty}"
+        )
+    if problems:
+        raise BackendError("invalid sampling parameters: " + "; ".join(problems))
+
+
+def is_greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """A batching engine's knobs (config.toml documents each; None means the default).
+
+    The torch engine uses all of them; MLX uses the token budgets and cache sizes.
+    """
+
+    threads: int | None = None  # CPU intra-op threads; default: physical cores
+    kv_cache_tokens: int = 65536  # token positions in the KV cache, all sequences together
+    prefix_cache_tokens: int | None = None  # kept for reuse after release; None: no bound
+    max_batch_tokens: int = 64  # tokens per step while sequences decode
+    max_prefill_tokens: int = 512  # tokens per step when nothing decodes
+    block_size: int = 16  # token positions per KV cache block (torch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +208,8 @@ class ContinuousBackend(Backend, Protocol):
 
 
 class DecodingBackend(Backend, Protocol):
-    """A backend with one Decoding per request; the engine batches them (inferd/decodings.py)."""
+    """A backend with one Decoding per request, stepped in turn by inferd/decodings.py."""
 
     def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> Decoding:
         """Begin a generation; the model runs on the returned object's first step()."""
-        ...
-
-
-class BatchingBackend(DecodingBackend, Protocol):
-    """A backend with the optional batched step; the engine uses it when it is present.
-
-    Without it the engine calls each Decoding's step() in turn: one forward pass per
-    sequence per turn. The MLX backend implements it.
-    """
-
-    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
-        """The next token of each decoding (this backend's, from start()), in order.
-
-        The same as calling step() on each, but free to run the decode steps of several
-        sequences as one forward pass; each decoding still samples with its own params.
-        A raised exception fails the whole call: the engine ends every one of them.
-        """
         ...

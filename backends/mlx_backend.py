@@ -1,9 +1,13 @@
 """The MLX backend: a model loaded with mlx-lm, on Metal (Apple Silicon) or mlx's CPU backend.
 
-The same code runs on both: mlx picks its default device. mlx and mlx-lm are imported
-lazily, so this module imports (and `mlx_available()` answers False) where they are
-missing. MLX streams and random state are per thread, so load() and every generation
-must run on the engine's one model-owner thread; nothing here starts a thread.
+MlxBackend loads the model (optionally quantized to 4 or 8 bits) and the tokenizer, turns
+prompts into ids, and hands the engine a Batcher (mlx_batcher.py): continuous batching
+over mlx-lm's batch caches, chunked prefill and prefix reuse through mlx-lm's prompt
+cache. The same code runs on Metal and on the CPU: mlx picks its default device. mlx and
+mlx-lm are imported lazily, so this module imports (and `mlx_available()` answers False)
+where they are missing. MLX streams and random state are per thread, so load() and
+every generation must run on the engine's one model-owner thread; nothing here starts
+a thread.
 """
 
 from __future__ import annotations
@@ -14,29 +18,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferd.backends.base import (
-    GREEDY_BELOW,
-    OCCURRENCE_WINDOW,
-    BackendError,
-    ChatMessage,
-    ModelInfo,
-    SamplingParams,
-)
+from inferd.backends.base import BackendError, ChatMessage, EngineOptions, ModelInfo
 from inferd.backends.chat_template import render_plain_chat
 
 if TYPE_CHECKING:
     import mlx.nn as nn
-    from mlx_lm.sample_utils import LogitsProcessor, Sampler
     from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-    from inferd.backends.mlx_batch import MlxDecodeBatch, MlxDecoding
+    from inferd.backends.mlx_batcher import MlxBatcher
 
 # Used when neither the caller nor config.json gives a context length.
 DEFAULT_CONTEXT_LENGTH = 4096
 QUANTIZATIONS = {"4bit": 4, "8bit": 8}
 _QUANT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
-# Tokens the repeat penalty looks back over: llama.cpp's and Ollama's repeat_last_n.
-_REPEAT_WINDOW = 64
 
 
 @functools.cache
@@ -54,7 +48,11 @@ class MlxBackend:
     """A Backend over mlx-lm; `quantization` is None, "4bit" or "8bit" (applied on load)."""
 
     def __init__(
-        self, path: str, quantization: str | None = None, context_length: int | None = None
+        self,
+        path: str,
+        quantization: str | None = None,
+        context_length: int | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
         if quantization is not None and quantization not in QUANTIZATIONS:
             allowed = ", ".join(["none", *QUANTIZATIONS])
@@ -62,10 +60,11 @@ class MlxBackend:
         self.path = path
         self.quantization = quantization
         self.context_length = context_length
+        self.options = options or EngineOptions()
         self._model: nn.Module | None = None
         self._tokenizer: TokenizerWrapper | None = None
         self._vocab_size = 0
-        self._batch: MlxDecodeBatch | None = None  # created by the first step_many()
+        self._batcher: MlxBatcher | None = None
 
     def load(self) -> ModelInfo:
         if not mlx_available():
@@ -124,69 +123,36 @@ class MlxBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self._loaded_tokenizer().decode(list(token_ids), skip_special_tokens=True)
 
-    def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> MlxDecoding:
+    def batcher(self, max_running: int) -> MlxBatcher:
+        """The batcher the engine drives (one per backend; max_running is the engine's)."""
         if self._model is None:
             raise BackendError("MLX model is not loaded; call load() first")
-        if not prompt_ids:
-            raise BackendError("cannot generate from an empty prompt")
-        from inferd.backends.mlx_batch import MlxDecoding
+        from inferd.backends.mlx_batcher import MlxBatcher
 
-        return MlxDecoding(
-            self._model,
-            prompt_ids,
-            self._sampler(params),
-            _logits_processors(params),
-            params.seed,
-            history_window=max(_REPEAT_WINDOW, OCCURRENCE_WINDOW),
-        )
+        self._batcher = MlxBatcher(self._model, self._vocab_size, self.options)
+        return self._batcher
 
-    def step_many(self, decodings: Sequence[MlxDecoding]) -> list[int]:
-        """The next id of each decoding; the batchable ones share one forward pass.
-
-        One batch lives across turns (see MlxDecodeBatch), so the engine's usual turn --
-        the same requests as last time, give or take a join or a close -- only merges in
-        or filters out the rows that changed. Decodings whose caches have no batched
-        form in mlx-lm step alone.
-        """
-        if self._model is None:
-            raise BackendError("MLX model is not loaded; call load() first")
-        from inferd.backends.mlx_batch import MlxDecodeBatch
-
-        together = [d for d in decodings if d.batchable]
-        if self._batch is None:
-            self._batch = MlxDecodeBatch(self._model)
-        if len(together) < 2:  # a batch of one is a plain step with extra bookkeeping
-            together = []
-            self._batch.release(self._batch.members)
-        ids = self._batch.step(together) if together else []
-        tokens = dict(zip(map(id, together), ids, strict=True))
-        return [tokens[id(d)] if id(d) in tokens else d.step() for d in decodings]
+    @property
+    def prefix_hit_tokens(self) -> int:
+        """Prompt tokens taken from the prompt cache instead of computed, so far."""
+        return self._batcher.prompt_cache.hit_tokens if self._batcher is not None else 0
 
     def close(self) -> None:
         """Drop the model and this thread's MLX streams: the owner thread's last MLX call.
 
         Not in the Backend protocol. mlx 0.32 wants `clear_streams()` before a thread that
         used MLX ends: without it the process can abort at exit ("terminate called without
-        an active exception"). Close every Decoding first; this thread cannot run MLX after.
+        an active exception"). Finish every sequence first; this thread cannot run MLX after.
         """
-        if self._batch is not None:
-            self._batch.release(self._batch.members)
-            self._batch = None
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self._model = self._tokenizer = None
         if mlx_available():
             import mlx.core as mx
 
             mx.clear_streams()
             mx.clear_cache()
-
-    def _sampler(self, params: SamplingParams) -> Sampler:
-        from mlx_lm.sample_utils import make_sampler
-
-        # mlx-lm rejects top_k >= vocab size; keeping every token is no top-k at all.
-        top_k = params.top_k if 0 < params.top_k < self._vocab_size else 0
-        # A tiny temperature would overflow mlx-lm's logits * (1 / temp): it is greedy.
-        temp = 0.0 if params.temperature < GREEDY_BELOW else params.temperature
-        return make_sampler(temp=temp, top_p=params.top_p, top_k=top_k)
 
     def _quantize(self, model: nn.Module, config: dict[str, Any]) -> nn.Module:
         import mlx.core as mx
@@ -207,22 +173,6 @@ class MlxBackend:
         if self._tokenizer is None:
             raise BackendError("MLX model is not loaded; call load() first")
         return self._tokenizer
-
-
-def _logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
-    """mlx-lm's repetition, presence and frequency penalties; [] when all are off."""
-    if (params.repeat_penalty, params.presence_penalty, params.frequency_penalty) == (1, 0, 0):
-        return []  # also spares the decoding from tracking the token history
-    from mlx_lm.sample_utils import make_logits_processors
-
-    return make_logits_processors(
-        repetition_penalty=None if params.repeat_penalty == 1.0 else params.repeat_penalty,
-        repetition_context_size=_REPEAT_WINDOW,
-        presence_penalty=params.presence_penalty,
-        presence_context_size=OCCURRENCE_WINDOW,
-        frequency_penalty=params.frequency_penalty,
-        frequency_context_size=OCCURRENCE_WINDOW,
-    )
 
 
 def _ids(value: int | list[int] | None) -> set[int]:

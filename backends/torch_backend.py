@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from inferd.backends import torch_attention
-from inferd.backends.base import BackendError, ChatMessage, ModelInfo
+from inferd.backends.base import BackendError, ChatMessage, EngineOptions, ModelInfo
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.torch_batcher import TorchBatcher
 from inferd.backends.torch_kv_cache import KVCache
@@ -42,18 +41,6 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 # from_pretrained is not thread-safe: it swaps process-wide state (the default device is
 # "meta" while it builds the model), so two models loading at once break each other.
 _LOADING = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """The torch engine's knobs (config.toml documents each; None means the default)."""
-
-    threads: int | None = None  # CPU intra-op threads; default: physical cores
-    kv_cache_tokens: int = 65536  # token positions in the KV cache, all sequences together
-    prefix_cache_tokens: int | None = None  # kept for reuse after release; None: no bound
-    max_batch_tokens: int = 64  # tokens per step while sequences decode
-    max_prefill_tokens: int = 512  # tokens per step when nothing decodes
-    block_size: int = 16  # token positions per KV cache block
 
 
 def pick_device(device: str, cuda_available: bool) -> torch.device:

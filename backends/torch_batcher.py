@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from inferd.backends.base import BackendError, SamplingParams, StepResult
+from inferd.backends.base import BackendError, SamplingParams, StepResult, check_params
 from inferd.backends.torch_runner import ModelRunner
-from inferd.backends.torch_sampler import Sampler, check_params
+from inferd.backends.torch_sampler import Sampler
 from inferd.backends.torch_threads import use_threads
 from inferd.scheduler import Scheduler
 from inferd.sequence import SequenceState

@@ -19,29 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from inferd.backends.base import GREEDY_BELOW, OCCURRENCE_WINDOW, BackendError, SamplingParams
+from inferd.backends.base import OCCURRENCE_WINDOW, SamplingParams, is_greedy
 from inferd.sequence import SequenceState
-
-
-def check_params(params: SamplingParams) -> None:
-    """Raise a BackendError naming every out-of-range value."""
-    problems = []
-    if not params.temperature >= 0:  # also catches NaN
-        problems.append(f"temperature must be >= 0, got {params.temperature}")
-    if params.top_k < 0:
-        problems.append(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
-    if not 0 < params.top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {params.top_p}")
-    if not params.repeat_penalty > 0:
-        problems.append(
-            f"repeat_penalty must be > 0 (1.0 disables it), got {params.repeat_penalty}"
-        )
-    if problems:
-        raise BackendError("invalid sampling parameters: " + "; ".join(problems))
-
-
-def is_greedy(params: SamplingParams) -> bool:
-    return params.temperature < GREEDY_BELOW
 
 
 class Sampler:

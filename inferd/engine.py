@@ -6,7 +6,8 @@ and then drives its Batcher (backends/base.py): admitted requests join it, each 
 one step() that advances every running request by at most one token, and a request
 leaves it when it ends or is cancelled -- a cancelled one before its next step. A
 ContinuousBackend brings its own batcher (the torch engine: scheduler, paged KV cache,
-chunked prefill, prefix reuse); a DecodingBackend is batched by inferd/decodings.py.
+chunked prefill, prefix reuse; MLX over mlx-lm's caches); a DecodingBackend's requests
+are stepped in turn by inferd/decodings.py.
 Work crosses threads in one direction through a thread-safe inbox and comes back
 through `loop.call_soon_threadsafe` into each request's asyncio queue.
 """
@@ -57,12 +58,12 @@ def client_message(error: Exception) -> str:
     return f"internal error ({type(error).__name__}); see the server log"
 
 
-def make_batcher(backend: Backend, max_running: int, *, batch_steps: bool = True) -> Batcher:
-    """The backend's own batcher when it has one, else Decodings stepped together."""
+def make_batcher(backend: Backend, max_running: int) -> Batcher:
+    """The backend's own batcher when it has one, else its Decodings stepped in turn."""
     own = getattr(backend, "batcher", None)
     if own is not None:
         return own(max_running)
-    return DecodingBatcher(backend, batch_steps=batch_steps)  # type: ignore[arg-type]
+    return DecodingBatcher(backend)  # type: ignore[arg-type]
 
 
 class ModelWorker:
@@ -73,17 +74,13 @@ class ModelWorker:
         label: str,
         make_backend: Callable[[], Backend],
         max_concurrent: int,
-        *,
-        batch_steps: bool = True,
     ) -> None:
-        """batch_steps=False ignores a DecodingBackend's step_many() (for tests)."""
         self.label = label
         self.state: WorkerState = "unloaded"
         self.error: str | None = None
         self.info: ModelInfo | None = None
         self._make_backend = make_backend
         self._max_concurrent = max_concurrent
-        self._batch_steps = batch_steps
         self._inbox: queue.SimpleQueue[Stream | _Call | None] = queue.SimpleQueue()
         self._loaded: Future[ModelInfo] = Future()
         self._waiting: deque[Stream] = deque()
@@ -152,7 +149,7 @@ class ModelWorker:
         try:
             backend = self._make_backend()
             info = backend.load()
-            batcher = make_batcher(backend, self._max_concurrent, batch_steps=self._batch_steps)
+            batcher = make_batcher(backend, self._max_concurrent)
         except Exception as error:  # any load failure must reach /readiness and requests
             log.error("loading %s failed: %s", self.label, error)
             self.error = str(error)

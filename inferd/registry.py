@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from inferd.backends.base import Backend
+from inferd.backends.base import Backend, EngineOptions
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker
 from inferd.errors import ApiError, BadRequest, NotFound
@@ -30,18 +30,18 @@ REMOTE = "remote"  # the device of a remote model's worker
 
 def default_backend_factory(model: ModelConfig, device: str) -> Backend:
     """torch serves cpu and cuda; MLX serves metal (Metal on a Mac, its CPU backend elsewhere)."""
-    if device == "metal":
-        from inferd.backends.mlx_backend import MlxBackend
-
-        return MlxBackend(model.path, model.quantization, model.context_length)
-    from inferd.backends.torch_backend import EngineOptions, TorchBackend
-
     options = EngineOptions(
         threads=model.threads,
         kv_cache_tokens=model.kv_cache_tokens,
         prefix_cache_tokens=model.prefix_cache_tokens,
         max_batch_tokens=model.max_batch_tokens,
     )
+    if device == "metal":
+        from inferd.backends.mlx_backend import MlxBackend
+
+        return MlxBackend(model.path, model.quantization, model.context_length, options)
+    from inferd.backends.torch_backend import TorchBackend
+
     return TorchBackend(model.path, device, model.quantization, model.context_length, options)
 
 

@@ -1,91 +1,45 @@
-"""inferd/decodings.py: the engine batching a DecodingBackend's Decodings (step_many())."""
+"""inferd/decodings.py: a DecodingBackend's Decodings stepped in turn as one Batcher."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from inferd.backends.base import SamplingParams
+from inferd.decodings import DecodingBatcher
+from inferd.testing.fakes import EOS, REPLY, FakeBackend
 
-from inferd.backends.base import Decoding, SamplingParams
-from inferd.engine import ModelWorker
-from inferd.testing.fakes import REPLY, FakeBackend
-from tests.streams import wait_for
+GREEDY = SamplingParams(temperature=0.0)
 
 
-class BatchingBackend(FakeBackend):
-    """A fake backend with step_many(); it records the size of every batched call."""
-
-    def __init__(self, *, batch_error: str | None = None, **kw) -> None:
-        super().__init__(**kw)
-        self.batches: list[int] = []
-        self.batch_error = batch_error
-
-    def step_many(self, decodings: Sequence[Decoding]) -> list[int]:
-        self.batches.append(len(decodings))
-        if self.batch_error:
-            raise RuntimeError(self.batch_error)
-        return [decoding.step() for decoding in decodings]
+def test_every_sequence_gets_one_token_per_step_in_join_order():
+    backend = FakeBackend()
+    batcher = DecodingBatcher(backend)
+    batcher.add(7, [1], GREEDY)
+    batcher.step()
+    batcher.add(3, [2], GREEDY)
+    results = batcher.step()
+    assert [r.seq_id for r in results] == [7, 3]
+    assert [r.token for r in results] == [ord(REPLY[1]), ord(REPLY[0])]
 
 
-async def collect(worker: ModelWorker, n: int, max_tokens: int = 1000) -> list[tuple[str, str]]:
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    streams = [worker.submit([ord("a") + i], params) for i in range(n)]
-
-    async def text(stream) -> tuple[str, str]:
-        pieces = [event async for event in stream]
-        return "".join(e.text for e in pieces), pieces[-1].finish_reason
-
-    return await asyncio.wait_for(asyncio.gather(*(text(s) for s in streams)), timeout=5)
-
-
-async def test_the_engine_decodes_concurrent_requests_in_one_call():
-    backend = BatchingBackend()
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        assert await collect(worker, 3) == [(REPLY, "stop")] * 3
-    finally:
-        worker.stop()
-    assert backend.batches and max(backend.batches) == 3
+def test_a_failing_decoding_fails_alone():
+    backend = FakeBackend(fail_after=2)
+    batcher = DecodingBatcher(backend)
+    batcher.add(0, [1], GREEDY)
+    batcher.step()
+    batcher.step()
+    batcher.add(1, [2], GREEDY)
+    results = {r.seq_id: r for r in batcher.step()}
+    assert results[0].error is not None and results[0].token is None
+    assert results[1].error is None and results[1].token == ord(REPLY[0])
 
 
-async def test_batch_steps_false_ignores_step_many():
-    backend = BatchingBackend()
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4, batch_steps=False)
-    try:
-        await worker.ready()
-        assert await collect(worker, 3) == [(REPLY, "stop")] * 3
-    finally:
-        worker.stop()
-    assert backend.batches == []
-
-
-async def test_a_failed_batch_fails_each_of_its_requests():
-    backend = BatchingBackend(batch_error="out of memory")
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        results = await collect(worker, 2)
-    finally:
-        worker.stop()
-    assert [reason for _, reason in results] == ["error", "error"]
-    assert backend.closed == 2
-
-
-async def test_a_cancelled_request_leaves_the_batch_within_one_step():
-    backend = BatchingBackend(endless=True, step_delay=0.002)
-    worker = ModelWorker("fake", lambda: backend, max_concurrent=4)
-    try:
-        await worker.ready()
-        params = SamplingParams(temperature=0.0, max_tokens=10_000)
-        streams = [worker.submit([ord("a") + i], params) for i in range(3)]
-        await wait_for(lambda: len(backend.batches) >= 3)
-        streams[0].cancel()
-        calls_at_cancel = len(backend.batches)
-        await wait_for(lambda: backend.closed == 1)
-        await wait_for(lambda: len(backend.batches) >= calls_at_cancel + 4)
-        # At most the batch already running when the flag was set still had its row.
-        assert set(backend.batches[calls_at_cancel + 1 :]) == {2}
-    finally:
-        for stream in streams:
-            stream.cancel()
-        worker.stop()
+def test_finish_closes_once_and_the_sequence_leaves():
+    backend = FakeBackend(reply="ab")
+    batcher = DecodingBatcher(backend)
+    batcher.add(0, [1], GREEDY)
+    batcher.add(1, [1], GREEDY)
+    batcher.finish(0)
+    batcher.finish(0)
+    assert backend.closed == 1
+    assert [r.seq_id for r in batcher.step()] == [1]
+    assert [r.token for r in batcher.step()] == [ord("b")]
+    assert [r.token for r in batcher.step()] == [EOS]

@@ -16,6 +16,7 @@ import pytest
 from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from tests.batching import run_alone, run_together
 from tests.owner import Owner
 
 if not mlx_available():
@@ -53,12 +54,12 @@ def loaded(owner: Owner) -> Iterator[Loaded]:
 def generate(
     backend: MlxBackend, prompt: Sequence[int], params: SamplingParams, n: int
 ) -> list[int]:
-    """Run n steps of one generation (on the calling thread) and close it."""
-    decoding = backend.start(prompt, params)
+    """n tokens of one generation, alone in a fresh batcher (on the calling thread)."""
+    batcher = backend.batcher(1)
     try:
-        return [decoding.step() for _ in range(n)]
+        return run_alone(batcher, prompt, params, n)
     finally:
-        decoding.close()
+        batcher.close()
 
 
 def test_model_info(loaded: Loaded) -> None:
@@ -109,13 +110,11 @@ def test_seeded_sampling_is_reproducible(owner: Owner, loaded: Loaded) -> None:
     assert owner(generate, backend, prompt, other, 24) != first
 
     def interleaved() -> list[int]:
-        # Another generation stepping in between must not disturb the seeded one.
-        a, b = backend.start(prompt, seeded), backend.start(prompt, other)
-        try:
-            return [(a.step(), b.step())[0] for _ in range(24)]
-        finally:
-            a.close()
-            b.close()
+        # Another generation stepping beside it must not disturb the seeded one.
+        batcher = backend.batcher(2)
+        out = run_together(batcher, [prompt, prompt], [seeded, other], [0, 0], [24, 24])
+        batcher.close()
+        return out[0]
 
     assert owner(interleaved) == first
 
@@ -204,17 +203,9 @@ def test_unknown_quantization_lists_the_allowed_values() -> None:
         MlxBackend(str(STORIES), quantization="3bit")
 
 
-def test_step_after_close_is_an_error(owner: Owner, loaded: Loaded) -> None:
-    backend, _ = loaded
-
-    def run() -> None:
-        decoding = backend.start([1], GREEDY)
-        decoding.close()
-        decoding.close()  # idempotent
-        with pytest.raises(BackendError, match="closed"):
-            decoding.step()
-
-    owner(run)
+def test_batcher_before_load_is_an_error() -> None:
+    with pytest.raises(BackendError, match="not loaded"):
+        MlxBackend(str(STORIES)).batcher(1)
 
 
 def test_presence_and_frequency_penalties_change_output(owner: Owner, loaded: Loaded) -> None:

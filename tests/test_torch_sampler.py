@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from inferd.backends.base import BackendError, SamplingParams
-from inferd.backends.torch_sampler import Sampler, check_params
+from inferd.backends.base import BackendError, SamplingParams, check_params
+from inferd.backends.torch_sampler import Sampler
 from inferd.sequence import SequenceState
 
 CPU = torch.device("cpu")

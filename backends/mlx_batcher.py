@@ -1,0 +1,266 @@
+"""The MLX backend's Batcher: continuous batching with chunked prefill and prefix reuse.
+
+Each step is the same plan as the torch engine's (inferd/scheduler.py): every decoding
+sequence runs its one new token, and what is left of the step's token budget goes to
+prompts, oldest first, in chunks, so a long prompt is spread over several steps instead
+of freezing the running streams. A sequence computes its prompt but the last token in
+its own mlx-lm cache (starting from the prompt cache's longest matching prefix, see
+mlx_prompt_cache.py), then joins the decode batch (mlx_decode_batch.py), whose forward
+pass takes that last token and samples its first new one. All of a step's work is built
+lazily and evaluated at once: one host sync per step, for the tokens and the per-row
+"finite" flags (mlx_sampler.py).
+
+A prompt's cache is offered to the prompt cache when its prefill ends (so a shared
+system prompt is reused by later requests while the first still decodes), and a
+sequence's whole cache when it finishes (so a chat's next turn reuses the answer too).
+
+Failures stay with their sequence: a prefill chunk or a batched decode whose forward
+pass raises while it is built is rolled back, and the sequences that fail alone end
+with the error; a row whose logits are not finite ends its own sequence. A failure while
+evaluating leaves nothing to trust in that step, so its sequences all end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.generate import generation_stream
+from mlx_lm.models.cache import make_prompt_cache
+
+from inferd.backends.base import BackendError, EngineOptions, SamplingParams, StepResult
+from inferd.backends.mlx_decode_batch import DecodeBatch, roll_back
+from inferd.backends.mlx_prompt_cache import PromptCache
+from inferd.backends.mlx_sampler import BatchSampler, RowSampling, row_sampling
+
+log = logging.getLogger("inferd.mlx")
+# Prompt tokens a step gives prefills at least, however many rows decode.
+MIN_PREFILL_TOKENS = 16
+# Decode steps between returns of MLX's freed buffers to the system (as mlx-lm does).
+_CLEAR_EVERY = 256
+_NOT_FINITE = "the model produced non-finite scores (NaN or inf) for this request"
+
+
+@dataclass(slots=True, eq=False)
+class _Sequence:
+    seq_id: int
+    tokens: list[int]  # the prompt, then every sampled token
+    sampling: RowSampling
+    num_computed: int = 0  # tokens whose keys and values are in its cache
+    cache: list[Any] | None = None  # its own while prefilling; None waiting or in the batch
+    failed: bool = False  # its cache cannot be trusted: never offered for reuse
+
+    @property
+    def pending(self) -> int:
+        """Prompt tokens to prefill; the last one runs as the first decode input."""
+        return len(self.tokens) - 1 - self.num_computed
+
+
+class MlxBatcher:
+    def __init__(self, model: nn.Module, vocab_size: int, options: EngineOptions) -> None:
+        self.model = model
+        self.vocab_size = vocab_size
+        self.max_tokens = options.kv_cache_tokens
+        self.max_batch_tokens = options.max_batch_tokens
+        self.max_prefill_tokens = max(options.max_prefill_tokens, options.max_batch_tokens)
+        cached = options.prefix_cache_tokens
+        self.prompt_cache = PromptCache(self.max_tokens if cached is None else cached)
+        self.sampler = BatchSampler()
+        self.batch = DecodeBatch()
+        self._waiting: deque[_Sequence] = deque()
+        self._prefilling: list[_Sequence] = []  # started, in admission order
+        self._seqs: dict[int, _Sequence] = {}
+        self._steps = 0
+
+    # -- the Batcher protocol -------------------------------------------------------
+    def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise BackendError("cannot generate from an empty prompt")
+        bad = [i for i in prompt_ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise BackendError(
+                f"token id {bad[0]} is outside the model's vocabulary (0..{self.vocab_size - 1})"
+            )
+        if len(prompt_ids) + 1 > self.max_tokens:
+            raise BackendError(
+                f"the prompt needs {len(prompt_ids) + 1} tokens of KV cache but the cache "
+                f"holds {self.max_tokens}; raise kv_cache_tokens or send a shorter prompt"
+            )
+        sampling = row_sampling(params, prompt_ids, self.vocab_size)
+        seq = _Sequence(seq_id, list(prompt_ids), sampling)
+        self._waiting.append(seq)
+        self._seqs[seq_id] = seq
+
+    def finish(self, seq_id: int) -> None:
+        seq = self._seqs.pop(seq_id, None)
+        if seq is None:
+            return
+        if seq_id in self.batch:
+            if not seq.failed and self.prompt_cache.max_tokens:
+                with mx.stream(generation_stream):
+                    row = self.batch.extract(seq_id)
+                    mx.eval([layer.state for layer in row])  # not a view of the batch's arrays
+                self._offer(seq, row)
+            self.batch.remove([seq_id])
+        elif seq in self._prefilling:
+            self._prefilling.remove(seq)
+            if not seq.failed and seq.cache is not None:
+                self._offer(seq, seq.cache)
+        elif seq in self._waiting:
+            self._waiting.remove(seq)
+        seq.cache = None  # (a row that failed left the batch already)
+
+    def step(self) -> list[StepResult]:
+        errors: dict[int, Exception] = {}
+        with mx.stream(generation_stream):
+            chunks = self._prefill(errors)
+            rows, tokens, finite = self._decode(self._join_batch(), errors)
+            try:
+                mx.eval(tokens, finite, [[c.state for c in s.cache] for s in chunks if s.cache])
+            except Exception as error:  # every array of the step is suspect now
+                log.exception("an MLX step failed while evaluating")
+                errors.update(self._fail([*chunks, *rows], error))
+                return [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
+        results = [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
+        for seq, token, ok in zip(rows, tokens.tolist(), finite.tolist(), strict=True):
+            if ok:
+                seq.tokens.append(token)
+                seq.num_computed += 1
+                seq.sampling.accept(token)
+                results.append(StepResult(seq.seq_id, token=token))
+            else:
+                seq.failed = True
+                results.append(StepResult(seq.seq_id, error=BackendError(_NOT_FINITE)))
+        self._tidy(bool(chunks))
+        return results
+
+    def close(self) -> None:
+        """Drop every cache (the prompt cache's too); the batcher is unusable after."""
+        self.prompt_cache.clear()
+        self.batch.remove(list(self.batch.seq_ids))
+        self._waiting.clear()
+        self._prefilling.clear()
+        self._seqs.clear()
+
+    # -- one step -------------------------------------------------------------------
+    def _prefill(self, errors: dict[int, Exception]) -> list[_Sequence]:
+        """Build this step's prompt chunks within its token budget, oldest prompt first."""
+        limit = self.max_batch_tokens if len(self.batch) else self.max_prefill_tokens
+        budget = max(limit - len(self.batch), MIN_PREFILL_TOKENS)
+        chunks: list[_Sequence] = []
+        for seq in list(self._prefilling):
+            budget -= self._chunk(seq, budget, chunks, errors)
+        # Later prompts start only when there is budget for them, so one that shares a
+        # prefix with an earlier one finds it cached once the earlier one is computed.
+        while budget > 0 and self._waiting and self._fits(self._waiting[0]):
+            seq = self._waiting.popleft()
+            self._start(seq)
+            budget -= self._chunk(seq, budget, chunks, errors)
+        return chunks
+
+    def _chunk(
+        self, seq: _Sequence, budget: int, chunks: list[_Sequence], errors: dict[int, Exception]
+    ) -> int:
+        """Build the forward pass of up to `budget` of a prompt's tokens; how many it took."""
+        count = min(seq.pending, budget)
+        if count <= 0 or seq.failed or seq.cache is None:
+            return 0
+        sizes = [layer.size() for layer in seq.cache]
+        start = seq.num_computed
+        try:
+            self.model(mx.array([seq.tokens[start : start + count]]), cache=seq.cache)
+        except Exception as error:
+            log.exception("a prefill chunk of sequence %d failed", seq.seq_id)
+            roll_back(seq.cache, sizes)
+            errors.update(self._fail([seq], error))
+            return 0
+        seq.num_computed += count  # in the graph now; a failed evaluation fails it anyway
+        chunks.append(seq)
+        if seq.pending == 0:  # offered now, so a prompt started next can reuse it
+            self._offer(seq, seq.cache)
+        return count
+
+    def _join_batch(self) -> list[_Sequence]:
+        """The sequences whose prompts are computed join the batch; returns its rows."""
+        done = [s for s in self._prefilling if s.pending == 0 and not s.failed and s.cache]
+        for seq in done:
+            self._prefilling.remove(seq)
+        self.batch.join([s.seq_id for s in done], [s.cache for s in done])  # type: ignore[misc]
+        for seq in done:
+            seq.cache = None
+        return [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
+
+    def _decode(
+        self, rows: list[_Sequence], errors: dict[int, Exception]
+    ) -> tuple[list[_Sequence], mx.array, mx.array]:
+        """The batch's forward pass and sampling (lazy): (rows, tokens, finite).
+
+        A pass that raises while it is built is undone; rows that fail on their own end
+        with the error and leave, and the others run again without them.
+        """
+        for attempt in range(2):
+            if not rows:
+                break
+            sizes = self.batch.sizes()
+            try:
+                return rows, *self._forward(rows)
+            except Exception as error:
+                log.warning("a decode step of %d sequences failed: %s", len(rows), error)
+                undone = self.batch.roll_back(sizes)
+                isolate = undone and attempt == 0 and len(rows) > 1
+                bad = [s for s in rows if not self._runs_alone(s)] if isolate else rows
+                errors.update(self._fail(bad, error))
+                self.batch.remove([s.seq_id for s in bad])
+                rows = [s for s in rows if s not in bad]
+        return [], mx.array([], dtype=mx.uint32), mx.array([], dtype=mx.bool_)
+
+    def _forward(self, rows: list[_Sequence]) -> tuple[mx.array, mx.array]:
+        logits = self.batch.forward(self.model, [seq.tokens[-1] for seq in rows])
+        return self.sampler.sample(logits, [seq.sampling for seq in rows])
+
+    def _runs_alone(self, seq: _Sequence) -> bool:
+        """Whether one row's forward pass builds on its own (on a copy of its cache)."""
+        try:
+            self.model(mx.array([[seq.tokens[-1]]]), cache=self.batch.extract(seq.seq_id))
+        except Exception:
+            log.exception("sequence %d fails on its own", seq.seq_id)
+            return False
+        return True
+
+    @staticmethod
+    def _fail(seqs: Sequence[_Sequence], error: Exception) -> dict[int, Exception]:
+        """Mark sequences failed (their caches are never reused); their errors by id."""
+        for seq in seqs:
+            seq.failed = True
+        return {seq.seq_id: error for seq in seqs}
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def _fits(self, seq: _Sequence) -> bool:
+        """Whether starting `seq` keeps the live sequences within kv_cache_tokens (the
+        first one always starts: add() refused prompts the cache could never hold)."""
+        live = [*self._prefilling, *(self._seqs[i] for i in self.batch.seq_ids)]
+        used = sum(len(s.tokens) for s in live)
+        return not live or used + len(seq.tokens) + 1 <= self.max_tokens
+
+    def _start(self, seq: _Sequence) -> None:
+        """Give a sequence its cache: a copy of the longest cached prefix, else a new one."""
+        cache, reused = self.prompt_cache.fetch(seq.tokens)
+        seq.cache = cache if cache is not None else make_prompt_cache(self.model)
+        seq.num_computed = reused
+        self._prefilling.append(seq)
+
+    def _offer(self, seq: _Sequence, cache: list[Any]) -> None:
+        """Let the prompt cache keep a copy of a sequence's computed tokens' cache, in
+        what the live sequences leave of kv_cache_tokens."""
+        live = sum(s.num_computed for s in self._seqs.values() if s.cache or s.seq_id in self.batch)
+        self.prompt_cache.store(seq.tokens[: seq.num_computed], cache, room=self.max_tokens - live)
+
+    def _tidy(self, prefilled: bool) -> None:
+        self._steps += 1
+        if prefilled or self._steps % _CLEAR_EVERY == 0:
+            mx.clear_cache()

@@ -1,0 +1,356 @@
+"""backends/mlx_batcher.py on stories260K (mlx's CPU backend): batching, chunked prefill,
+prefix reuse and failures that stay with their request.
+
+Greedy output is the yardstick: a sequence must produce the same tokens alone, batched
+with others that join and leave, with its prompt prefilled in chunks, or with its prefix
+taken from the prompt cache. As in test_mlx_backend.py, all MLX work runs on one
+long-lived worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferd.backends.base import BackendError, EngineOptions, SamplingParams
+from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
+from tests.owner import Owner
+
+if not mlx_available():
+    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
+
+STORIES = Path(__file__).parents[2] / "shared" / "models" / "stories260K"
+if not (STORIES / "model.safetensors").is_file():
+    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+
+pytestmark = pytest.mark.real_model
+NO_REUSE = EngineOptions(prefix_cache_tokens=0)
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+    "the park with her friends. One day, she saw a big tree with a swing on it."
+)
+
+
+class Poisoned:
+    """Wraps a model: raises after its forward pass (so the caches have been appended to)
+    when `raise_on` is among the input ids, and gives NaN scores to the rows whose last
+    input id is `nan_on`."""
+
+    def __init__(self, model, raise_on: int | None = None, nan_on: int | None = None) -> None:
+        self.model = model
+        self.raise_on = raise_on
+        self.nan_on = nan_on
+
+    def __getattr__(self, name: str):  # layers etc., for mlx-lm's make_prompt_cache
+        return getattr(self.model, name)
+
+    def __call__(self, inputs, cache=None):
+        import mlx.core as mx
+
+        logits = self.model(inputs, cache=cache)
+        ids = inputs.tolist()
+        if any(self.raise_on in row for row in ids):
+            raise ValueError("poisoned input")
+        poisoned = mx.array([row[-1] == self.nan_on for row in ids])
+        return mx.where(poisoned[:, None, None], mx.array(float("nan")), logits)
+
+
+@pytest.fixture(scope="module")
+def stories(owner: Owner) -> Iterator[MlxBackend]:
+    backend = MlxBackend(str(STORIES))
+    owner(backend.load)
+    yield backend
+    owner(backend.close)  # before the owner thread ends (see MlxBackend.close)
+
+
+def batcher_of(backend: MlxBackend, options: EngineOptions):
+    """A batcher over the loaded model with other options than the backend's."""
+    from inferd.backends.mlx_batcher import MlxBatcher
+
+    default = backend.batcher(4)
+    return MlxBatcher(default.model, default.vocab_size, options)
+
+
+@pytest.fixture(scope="module")
+def prompts(owner: Owner, stories: MlxBackend) -> list[list[int]]:
+    return [owner(stories.encode_text, prompt) for prompt in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def alone(owner: Owner, stories: MlxBackend, prompts: list[list[int]]) -> list[list[int]]:
+    def run() -> list[list[int]]:
+        return [run_alone(batcher_of(stories, NO_REUSE), p, GREEDY, TOKENS) for p in prompts]
+
+    return owner(run)
+
+
+def test_greedy_batched_equals_alone_as_rows_join_and_leave(owner, stories, prompts, alone):
+    lengths = (TOKENS, 9, TOKENS, 15)  # two leave early, while the others go on
+    got = owner(
+        run_together, batcher_of(stories, NO_REUSE), prompts, [GREEDY] * 4, (0, 0, 3, 7), lengths
+    )
+    assert got == [tokens[:n] for tokens, n in zip(alone, lengths, strict=True)]
+
+
+def test_each_row_keeps_its_own_sampling_params_and_seed(owner, stories, prompts):
+    params = [
+        GREEDY,
+        SamplingParams(temperature=0.9, top_k=20, top_p=0.9, seed=7),
+        SamplingParams(temperature=0.0, repeat_penalty=1.5),
+        SamplingParams(temperature=1.2, top_k=0, top_p=1.0, seed=3),
+    ]
+
+    def run() -> tuple[list[list[int]], list[list[int]]]:
+        single = [
+            run_alone(batcher_of(stories, NO_REUSE), p, q, TOKENS)
+            for p, q in zip(prompts, params, strict=True)
+        ]
+        together = run_together(
+            batcher_of(stories, NO_REUSE), prompts, params, (0, 1, 2, 0), [TOKENS] * 4
+        )
+        return single, together
+
+    single, together = owner(run)
+    assert together == single  # seeded rows draw the same numbers in a batch
+    assert single[2] != owner(run_alone, batcher_of(stories, NO_REUSE), prompts[2], GREEDY, TOKENS)
+
+
+def test_unseeded_rows_beside_a_seeded_one_are_not_made_predictable(owner, stories, prompts):
+    free = SamplingParams(temperature=1.0, top_k=0, top_p=1.0)
+    seeded = SamplingParams(temperature=1.0, seed=5)
+
+    def run() -> list[list[int]]:
+        batcher = batcher_of(stories, NO_REUSE)
+        return run_together(batcher, [prompts[0]] * 3, [seeded, free, free], (0, 0, 0), [40] * 3)
+
+    first, second = owner(run), owner(run)
+    assert first[0] == second[0]
+    assert first[1:] != second[1:]
+
+
+def test_a_prompt_prefilled_in_chunks_gives_the_same_tokens(owner, stories):
+    def run() -> tuple[list[int], list[int]]:
+        prompt = stories.encode_text(STORY)
+        assert len(prompt) > 3 * 16
+        chunked = run_alone(batcher_of(stories, small_steps(prefix=0)), prompt, GREEDY, 20)
+        whole = run_alone(batcher_of(stories, NO_REUSE), prompt, GREEDY, 20)
+        return chunked, whole
+
+    chunked, whole = owner(run)
+    assert chunked == whole
+
+
+def test_running_streams_get_a_token_every_step_while_a_long_prompt_arrives(
+    owner, stories, prompts
+):
+    def run() -> tuple[int, list[list[int]]]:
+        batcher = batcher_of(stories, small_steps(prefix=0))
+        long_prompt = stories.encode_text(STORY)
+        batcher.add(0, prompts[0], GREEDY)
+        batcher.add(1, prompts[1], GREEDY)
+        while len({r.seq_id for r in batcher.step()}) < 2:  # both decoding
+            pass
+        batcher.add(2, long_prompt, GREEDY)
+        steps, seen = 0, []
+        while True:
+            results = {r.seq_id: r for r in batcher.step()}
+            steps += 1
+            seen.append(sorted(results))
+            if 2 in results:
+                break
+        return steps, seen
+
+    steps, seen = owner(run)
+    assert steps > 3  # the long prompt really was spread over several steps
+    assert all(ids[:2] == [0, 1] for ids in seen)  # and nobody waited meanwhile
+
+
+def test_a_chats_next_turn_reuses_its_history(owner, stories):
+    def run() -> tuple[int, int, list[int], list[int]]:
+        batcher = batcher_of(stories, EngineOptions())
+        first = stories.encode_text(STORY)
+        answer = run_alone(batcher, first, GREEDY, 12)
+        second = first + answer + stories.encode_text(" Then")[1:]
+        before = batcher.prompt_cache.hit_tokens
+        reused = run_alone(batcher, second, GREEDY, 12)
+        fresh = run_alone(batcher_of(stories, NO_REUSE), second, GREEDY, 12)
+        return batcher.prompt_cache.hit_tokens - before, len(first) + len(answer), reused, fresh
+
+    hits, history, reused, fresh = owner(run)
+    assert hits == history - 1  # all but the answer's last token, which never ran
+    assert reused == fresh
+
+
+def test_a_shared_system_prompt_is_reused_by_other_questions(owner, stories):
+    def run() -> tuple[int, int, list[list[int]], list[list[int]]]:
+        system = stories.encode_text(STORY)
+        questions = [stories.encode_text(" Tom went home")[1:], stories.encode_text(" A dog")[1:]]
+        batcher = batcher_of(stories, EngineOptions())
+        run_alone(batcher, system + questions[0], GREEDY, 6)
+        before = batcher.prompt_cache.hit_tokens
+        reused = [run_alone(batcher, system + q, GREEDY, 10) for q in questions]
+        fresh = [
+            run_alone(batcher_of(stories, NO_REUSE), system + q, GREEDY, 10) for q in questions
+        ]
+        return batcher.prompt_cache.hit_tokens - before, len(system), reused, fresh
+
+    hits, system, reused, fresh = owner(run)
+    assert hits >= 2 * system  # the second question took the system prompt from the first
+    assert reused == fresh
+
+
+def test_requests_arriving_together_compute_a_shared_prefix_once(owner, stories):
+    def run() -> int:
+        system = stories.encode_text(STORY)
+        batcher = batcher_of(stories, small_steps(prefix=None))
+        questions = [" Tom", " Sue", " A cat"]
+        run_together(
+            batcher,
+            [system + stories.encode_text(q)[1:] for q in questions],
+            [GREEDY] * 3,
+            (0, 0, 0),
+            [4] * 3,
+        )
+        return batcher.prompt_cache.hit_tokens - 2 * len(system)
+
+    assert owner(run) >= 0  # the later two waited for the first's prefill, then reused it
+
+
+def test_prefix_cache_tokens_zero_turns_reuse_off(owner, stories, prompts):
+    def run() -> int:
+        batcher = batcher_of(stories, NO_REUSE)
+        run_alone(batcher, prompts[0], GREEDY, 4)
+        run_alone(batcher, prompts[0], GREEDY, 4)
+        return batcher.prompt_cache.hit_tokens
+
+    assert owner(run) == 0
+
+
+def test_the_prompt_cache_stays_within_prefix_cache_tokens(owner, stories, prompts):
+    def run() -> list[int]:
+        batcher = batcher_of(stories, EngineOptions(prefix_cache_tokens=300))
+        held = []
+        for text in [STORY, *PROMPTS, STORY + " Then"]:
+            run_alone(batcher, stories.encode_text(text), GREEDY, 8)
+            held.append(batcher.prompt_cache.tokens)
+        return held
+
+    held = owner(run)
+    assert max(held) <= 300
+    assert held[-1] > 0  # the latest request's cache is still there
+
+
+def test_a_whole_prompt_found_in_the_cache_still_runs_its_last_token(owner, stories, prompts):
+    def run() -> tuple[list[int], list[int]]:
+        batcher = batcher_of(stories, EngineOptions())
+        first = run_alone(batcher, prompts[0], GREEDY, 8)
+        return first, run_alone(batcher, prompts[0], GREEDY, 8)
+
+    first, again = owner(run)
+    assert again == first
+
+
+def test_a_failing_prefill_ends_only_its_own_request(owner, stories, prompts, alone):
+    def run() -> tuple[dict[int, Exception], list[list[int]]]:
+        batcher = batcher_of(stories, NO_REUSE)
+        batcher.model = Poisoned(batcher.model, raise_on=511)
+        broken = [*prompts[2][:3], 511, *prompts[2][3:]]
+        errors: dict[int, Exception] = {}
+        got = run_together(
+            batcher, [prompts[0], prompts[1], broken], [GREEDY] * 3, (0, 0, 2), [TOKENS] * 3, errors
+        )
+        return errors, got
+
+    errors, got = owner(run)
+    assert list(errors) == [2] and "poisoned" in str(errors[2])
+    assert got[:2] == alone[:2]
+
+
+def test_a_failing_decode_row_ends_only_its_own_request(owner, stories, prompts, alone):
+    assert all(511 not in tokens for tokens in alone)
+
+    def run() -> tuple[dict[int, Exception], list[list[int]]]:
+        batcher = batcher_of(stories, NO_REUSE)
+        batcher.model = Poisoned(batcher.model, raise_on=511)
+        broken = [*prompts[1], 511]  # the last prompt id is the first decode input
+        errors: dict[int, Exception] = {}
+        got = run_together(
+            batcher, [prompts[0], broken, prompts[2]], [GREEDY] * 3, (0, 2, 0), [TOKENS] * 3, errors
+        )
+        return errors, got
+
+    errors, got = owner(run)
+    assert list(errors) == [1]
+    assert got[0] == alone[0] and got[2] == alone[2]
+
+
+def test_a_row_with_non_finite_scores_ends_only_its_request(owner, stories, prompts, alone):
+    def run() -> tuple[dict[int, Exception], list[list[int]]]:
+        batcher = batcher_of(stories, NO_REUSE)
+        batcher.model = Poisoned(batcher.model, nan_on=510)
+        errors: dict[int, Exception] = {}
+        got = run_together(
+            batcher,
+            [prompts[0], [*prompts[1], 510], prompts[2]],
+            [GREEDY] * 3,
+            (0, 0, 0),
+            [TOKENS] * 3,
+            errors,
+        )
+        return errors, got
+
+    errors, got = owner(run)
+    assert list(errors) == [1] and "non-finite" in str(errors[1])
+    assert got[0] == alone[0] and got[2] == alone[2]
+
+
+def test_a_token_outside_the_vocabulary_is_refused_at_once(owner, stories):
+    batcher = owner(batcher_of, stories, NO_REUSE)
+    with pytest.raises(BackendError, match="outside the model's vocabulary"):
+        batcher.add(0, [1, 512], GREEDY)
+
+
+def test_a_prompt_longer_than_the_whole_cache_is_refused(owner, stories):
+    batcher = owner(batcher_of, stories, EngineOptions(kv_cache_tokens=64))
+    with pytest.raises(BackendError, match="kv_cache_tokens"):
+        batcher.add(0, [1] * 100, GREEDY)
+
+
+def test_bad_sampling_params_are_refused_with_the_values(owner, stories):
+    batcher = owner(batcher_of, stories, NO_REUSE)
+    with pytest.raises(BackendError, match="top_p must be in"):
+        batcher.add(0, [1, 2], SamplingParams(top_p=0.0))
+
+
+def test_requests_wait_for_room_in_the_kv_cache(owner, stories, prompts, alone):
+    def run() -> list[list[int]]:
+        batcher = batcher_of(stories, EngineOptions(kv_cache_tokens=48, prefix_cache_tokens=0))
+        return run_together(batcher, prompts[:3], [GREEDY] * 3, (0, 0, 0), [TOKENS] * 3)
+
+    assert owner(run) == alone[:3]  # each started once the others left it room
+
+
+def test_finish_mid_prefill_and_close_free_everything(owner, stories, prompts):
+    def run() -> tuple[int, int]:
+        batcher = batcher_of(stories, small_steps(prefix=None))
+        batcher.add(0, stories.encode_text(STORY), GREEDY)
+        batcher.add(1, prompts[0], GREEDY)
+        batcher.step()
+        batcher.finish(0)  # cancelled with part of its prompt computed
+        batcher.finish(1)  # cancelled before it started
+        batcher.finish(1)  # idempotent
+        cached = batcher.prompt_cache.tokens
+        batcher.close()
+        return cached, batcher.prompt_cache.tokens
+
+    cached, after_close = owner(run)
+    assert cached > 0  # the computed part of the cancelled prompt is kept for a retry
+    assert after_close == 0
+
+
+def small_steps(prefix: int | None) -> EngineOptions:
+    """16 tokens a step, so prompts of a few dozen tokens are prefilled in several chunks."""
+    return EngineOptions(max_batch_tokens=16, max_prefill_tokens=16, prefix_cache_tokens=prefix)
