@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -34,7 +34,8 @@ from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
 from inferd.backends.base import BackendError, EngineOptions, SamplingParams, StepResult
-from inferd.backends.mlx_decode_batch import DecodeBatch, roll_back
+from inferd.backends.mlx_decode_batch import DecodeBatch
+from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
 from inferd.backends.mlx_sampler import BatchSampler, RowSampling, row_sampling
 
@@ -44,6 +45,15 @@ MIN_PREFILL_TOKENS = 16
 # Decode steps between returns of MLX's freed buffers to the system (as mlx-lm does).
 _CLEAR_EVERY = 256
 _NOT_FINITE = "the model produced non-finite scores (NaN or inf) for this request"
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one step does before its decode pass."""
+
+    ending: list[Any] = field(default_factory=list)  # sequences whose prompts end in it
+    computed: list[Any] = field(default_factory=list)  # sequences whose caches it extends
+    arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
 
 
 @dataclass(slots=True, eq=False)
@@ -117,14 +127,17 @@ class MlxBatcher:
 
     def step(self) -> list[StepResult]:
         errors: dict[int, Exception] = {}
+        plan = _Plan()
         with mx.stream(generation_stream):
-            chunks = self._prefill(errors)
-            rows, tokens, finite = self._decode(self._join_batch(), errors)
+            self._prefill(plan, errors)
+            self._join(plan, errors)
+            rows = [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
+            rows, tokens, finite = self._decode(rows, errors)
             try:
-                mx.eval(tokens, finite, [[c.state for c in s.cache] for s in chunks if s.cache])
+                mx.eval(tokens, finite, plan.arrays)
             except Exception as error:  # every array of the step is suspect now
                 log.exception("an MLX step failed while evaluating")
-                errors.update(self._fail([*chunks, *rows], error))
+                errors.update(self._fail([*plan.computed, *rows], error))
                 return [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
         results = [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
         for seq, token, ok in zip(rows, tokens.tolist(), finite.tolist(), strict=True):
@@ -136,7 +149,7 @@ class MlxBatcher:
             else:
                 seq.failed = True
                 results.append(StepResult(seq.seq_id, error=BackendError(_NOT_FINITE)))
-        self._tidy(bool(chunks))
+        self._tidy(bool(plan.computed))
         return results
 
     def close(self) -> None:
@@ -148,52 +161,83 @@ class MlxBatcher:
         self._seqs.clear()
 
     # -- one step -------------------------------------------------------------------
-    def _prefill(self, errors: dict[int, Exception]) -> list[_Sequence]:
-        """Build this step's prompt chunks within its token budget, oldest prompt first."""
+    def _prefill(self, plan: _Plan, errors: dict[int, Exception]) -> None:
+        """Plan this step's prompt work within its token budget, oldest prompt first.
+
+        A chunk that leaves part of its prompt for later runs now, on the sequence's own
+        cache; the prompts that end in this step go to plan.ending, to run together.
+        """
         limit = self.max_batch_tokens if len(self.batch) else self.max_prefill_tokens
         budget = max(limit - len(self.batch), MIN_PREFILL_TOKENS)
-        chunks: list[_Sequence] = []
         for seq in list(self._prefilling):
-            budget -= self._chunk(seq, budget, chunks, errors)
+            budget -= self._plan(seq, budget, plan, errors)
         # Later prompts start only when there is budget for them, so one that shares a
-        # prefix with an earlier one finds it cached once the earlier one is computed.
+        # prefix with an earlier one finds the part computed so far in the prompt cache.
         while budget > 0 and self._waiting and self._fits(self._waiting[0]):
             seq = self._waiting.popleft()
             self._start(seq)
-            budget -= self._chunk(seq, budget, chunks, errors)
-        return chunks
+            budget -= self._plan(seq, budget, plan, errors)
 
-    def _chunk(
-        self, seq: _Sequence, budget: int, chunks: list[_Sequence], errors: dict[int, Exception]
-    ) -> int:
-        """Build the forward pass of up to `budget` of a prompt's tokens; how many it took."""
-        count = min(seq.pending, budget)
-        if count <= 0 or seq.failed or seq.cache is None:
+    def _plan(self, seq: _Sequence, budget: int, plan: _Plan, errors: dict[int, Exception]) -> int:
+        """Schedule up to `budget` of a prompt's pending tokens; returns how many."""
+        if seq.failed or seq.cache is None:
             return 0
-        sizes = [layer.size() for layer in seq.cache]
+        count = max(0, min(seq.pending, budget))
+        if count == seq.pending:
+            plan.ending.append(seq)
+            return count
+        if not count:
+            return 0
         start = seq.num_computed
         try:
-            self.model(mx.array([seq.tokens[start : start + count]]), cache=seq.cache)
+            prefill_alone(self.model, seq.cache, seq.tokens[start : start + count])
         except Exception as error:
             log.exception("a prefill chunk of sequence %d failed", seq.seq_id)
-            roll_back(seq.cache, sizes)
             errors.update(self._fail([seq], error))
             return 0
         seq.num_computed += count  # in the graph now; a failed evaluation fails it anyway
-        chunks.append(seq)
-        if seq.pending == 0:  # offered now, so a prompt started next can reuse it
-            self._offer(seq, seq.cache)
+        plan.computed.append(seq)
+        plan.arrays.append([layer.state for layer in seq.cache])
+        self._offer(seq, seq.cache)  # a prompt started after this one may share it
         return count
 
-    def _join_batch(self) -> list[_Sequence]:
-        """The sequences whose prompts are computed join the batch; returns its rows."""
-        done = [s for s in self._prefilling if s.pending == 0 and not s.failed and s.cache]
-        for seq in done:
+    def _join(self, plan: _Plan, errors: dict[int, Exception]) -> None:
+        """Run the last chunks of the prompts that end this step, together when there are
+        several, and add those sequences to the decode batch."""
+        ending = [seq for seq in plan.ending if seq.pending]
+        ready = [seq for seq in plan.ending if not seq.pending]
+        if len(ending) > 1:
+            chunks = [seq.tokens[seq.num_computed : -1] for seq in ending]
+            try:
+                merged = prefill_together(self.model, [s.cache for s in ending], chunks)  # type: ignore[misc]
+            except Exception as error:  # run them one by one: failures stay with their own
+                log.warning("prefilling %d prompts together failed: %s", len(ending), error)
+            else:
+                self.batch.join_merged([seq.seq_id for seq in ending], merged)
+                self._joined(ending, plan)
+                ending = []
+        for seq in ending:
+            try:
+                prefill_alone(self.model, seq.cache, seq.tokens[seq.num_computed : -1])  # type: ignore[arg-type]
+            except Exception as error:
+                log.exception("the last prefill chunk of sequence %d failed", seq.seq_id)
+                errors.update(self._fail([seq], error))
+                continue
+            ready.append(seq)
+        self.batch.join([seq.seq_id for seq in ready], [seq.cache for seq in ready])  # type: ignore[misc]
+        self._joined(ready, plan)
+
+    def _joined(self, seqs: list[_Sequence], plan: _Plan) -> None:
+        """Sequences now in the batch: prompts computed, offered to the prompt cache."""
+        for seq in seqs:
             self._prefilling.remove(seq)
-        self.batch.join([s.seq_id for s in done], [s.cache for s in done])  # type: ignore[misc]
-        for seq in done:
+            seq.num_computed = len(seq.tokens) - 1
             seq.cache = None
-        return [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
+            plan.computed.append(seq)
+            if self.prompt_cache.max_tokens and seq.num_computed:
+                row = self.batch.extract(seq.seq_id)
+                plan.arrays.append([layer.state for layer in row])
+                self._offer(seq, row)
 
     def _decode(
         self, rows: list[_Sequence], errors: dict[int, Exception]

@@ -35,6 +35,10 @@ class DecodeBatch:
         if not seq_ids:
             return
         merged = [layer.merge([c[i] for c in caches]) for i, layer in enumerate(caches[0])]
+        self.join_merged(seq_ids, merged)
+
+    def join_merged(self, seq_ids: Sequence[int], merged: list[Any]) -> None:
+        """Add rows that are already batch caches (mlx_prefill.prefill_together's)."""
         if self._cache:
             for mine, theirs in zip(self._cache, merged, strict=True):
                 mine.extend(theirs)

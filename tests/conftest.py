@@ -92,6 +92,7 @@ def owner() -> Iterator[Owner]:
     MLX streams are thread-local, so a model must load and generate on one thread."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-owner") as pool:
         yield lambda fn, *args: pool.submit(fn, *args).result(timeout=120)
+        pool.submit(_release_mlx_streams).result(timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +112,14 @@ def empty_redis(redis_url: str) -> str:
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
     return redis_url
+
+
+def _release_mlx_streams() -> None:
+    """What MlxBackend.close() does last: mlx 0.32 wants a thread's streams released
+    before the thread ends (also where a test used MLX without a backend)."""
+    from inferd.backends.mlx_backend import mlx_available
+
+    if mlx_available():
+        import mlx.core as mx
+
+        mx.clear_streams()
