@@ -127,8 +127,18 @@ class MlxBackend:
         """The batcher the engine drives (one per backend; max_running is the engine's)."""
         if self._model is None:
             raise BackendError("MLX model is not loaded; call load() first")
+        from mlx_lm.models.cache import make_prompt_cache
+
         from inferd.backends.mlx_batcher import MlxBatcher
 
+        # mlx-lm batches the cache types that can `merge` (the KV caches of most models).
+        cache = make_prompt_cache(self._model)
+        unbatched = {type(layer).__name__ for layer in cache if not hasattr(layer, "merge")}
+        if unbatched:
+            raise BackendError(
+                f"cannot serve the MLX model at {self.path}: its KV cache "
+                f"({', '.join(sorted(unbatched))}) has no batched form in mlx-lm yet"
+            )
         self._batcher = MlxBatcher(self._model, self._vocab_size, self.options)
         return self._batcher
 

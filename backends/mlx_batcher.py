@@ -6,9 +6,12 @@ prompts, oldest first, in chunks, so a long prompt is spread over several steps 
 of freezing the running streams. A sequence computes its prompt but the last token in
 its own mlx-lm cache (starting from the prompt cache's longest matching prefix, see
 mlx_prompt_cache.py), then joins the decode batch (mlx_decode_batch.py), whose forward
-pass takes that last token and samples its first new one. All of a step's work is built
-lazily and evaluated at once: one host sync per step, for the tokens and the per-row
-"finite" flags (mlx_sampler.py).
+pass takes that last token and samples its first new one; the last chunks of prompts
+that end in the same step run as one pass (mlx_prefill.py). All of a step's work is
+built lazily and handed to MLX at once; its tokens and per-row "finite" flags
+(mlx_sampler.py) are read back by the next step(), after it has handed over its own
+work -- one host sync per step, and the device never waits for the host to build the
+next step (mlx-lm's BatchGenerator does the same).
 
 A prompt's cache is offered to the prompt cache when its prefill ends (so a shared
 system prompt is reused by later requests while the first still decodes), and a
@@ -56,6 +59,15 @@ class _Plan:
     arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
 
 
+@dataclass(slots=True)
+class _InFlight:
+    """A decode pass handed to MLX whose tokens the host has not read yet."""
+
+    rows: list[Any]  # the sequences, in row order
+    tokens: mx.array
+    finite: mx.array
+
+
 @dataclass(slots=True, eq=False)
 class _Sequence:
     seq_id: int
@@ -85,6 +97,7 @@ class MlxBatcher:
         self._waiting: deque[_Sequence] = deque()
         self._prefilling: list[_Sequence] = []  # started, in admission order
         self._seqs: dict[int, _Sequence] = {}
+        self._in_flight: _InFlight | None = None
         self._steps = 0
 
     # -- the Batcher protocol -------------------------------------------------------
@@ -114,9 +127,13 @@ class MlxBatcher:
             if not seq.failed and self.prompt_cache.max_tokens:
                 with mx.stream(generation_stream):
                     row = self.batch.extract(seq_id)
-                    mx.eval([layer.state for layer in row])  # not a view of the batch's arrays
+                    # Copied out after the pass in flight, without waiting for it, so the
+                    # entry does not keep the batch's arrays alive.
+                    mx.async_eval([layer.state for layer in row])
                 self._offer(seq, row)
             self.batch.remove([seq_id])
+            if not len(self.batch):
+                self._in_flight = None  # only finished rows wait in it
         elif seq in self._prefilling:
             self._prefilling.remove(seq)
             if not seq.failed and seq.cache is not None:
@@ -126,34 +143,36 @@ class MlxBatcher:
         seq.cache = None  # (a row that failed left the batch already)
 
     def step(self) -> list[StepResult]:
+        """Build this step and hand it to MLX, then read back the previous step's tokens.
+
+        Reading one step late lets the host prepare a step while the device computes the
+        one before (as mlx-lm's BatchGenerator does): a sequence's token comes back from
+        the step() after the one that computed it.
+        """
         errors: dict[int, Exception] = {}
-        plan = _Plan()
         with mx.stream(generation_stream):
+            plan = _Plan()
             self._prefill(plan, errors)
             self._join(plan, errors)
-            rows = [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
-            rows, tokens, finite = self._decode(rows, errors)
+            launched = self._decode(errors)
             try:
-                mx.eval(tokens, finite, plan.arrays)
-            except Exception as error:  # every array of the step is suspect now
+                if launched is not None:
+                    mx.async_eval(launched.tokens, launched.finite, plan.arrays)
+                else:
+                    mx.eval(plan.arrays)
+            except Exception as error:  # nothing built in this step can be trusted
                 log.exception("an MLX step failed while evaluating")
-                errors.update(self._fail([*plan.computed, *rows], error))
-                return [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
-        results = [StepResult(seq_id, error=error) for seq_id, error in errors.items()]
-        for seq, token, ok in zip(rows, tokens.tolist(), finite.tolist(), strict=True):
-            if ok:
-                seq.tokens.append(token)
-                seq.num_computed += 1
-                seq.sampling.accept(token)
-                results.append(StepResult(seq.seq_id, token=token))
-            else:
-                seq.failed = True
-                results.append(StepResult(seq.seq_id, error=BackendError(_NOT_FINITE)))
+                errors.update(self._fail([*plan.computed, *self._rows()], error))
+                launched = None
+            results = self._read(self._in_flight, errors)
+            self._in_flight = launched
         self._tidy(bool(plan.computed))
         return results
 
     def close(self) -> None:
         """Drop every cache (the prompt cache's too); the batcher is unusable after."""
+        mx.synchronize(generation_stream)  # nothing may still run when the streams go
+        self._in_flight = None
         self.prompt_cache.clear()
         self.batch.remove(list(self.batch.seq_ids))
         self._waiting.clear()
@@ -239,38 +258,93 @@ class MlxBatcher:
                 plan.arrays.append([layer.state for layer in row])
                 self._offer(seq, row)
 
-    def _decode(
-        self, rows: list[_Sequence], errors: dict[int, Exception]
-    ) -> tuple[list[_Sequence], mx.array, mx.array]:
-        """The batch's forward pass and sampling (lazy): (rows, tokens, finite).
+    def _decode(self, errors: dict[int, Exception]) -> _InFlight | None:
+        """Build the batch's forward pass and sampling (lazy), one token per row.
 
-        A pass that raises while it is built is undone; rows that fail on their own end
-        with the error and leave, and the others run again without them.
+        A row that continues takes the token still in flight from the last step as its
+        input; a row that just joined, its prompt's last token. A pass that raises while
+        it is built is undone; rows that fail on their own end with the error and
+        leave, and the others are built again without them.
         """
+        rows = self._rows()
         for attempt in range(2):
             if not rows:
-                break
+                return None
+            inputs, fed = self._inputs(rows)
             sizes = self.batch.sizes()
             try:
-                return rows, *self._forward(rows)
+                logits = self.batch.forward(self.model, inputs)
+                tokens, finite = self.sampler.sample(logits, [s.sampling for s in rows], fed)
             except Exception as error:
                 log.warning("a decode step of %d sequences failed: %s", len(rows), error)
                 undone = self.batch.roll_back(sizes)
                 isolate = undone and attempt == 0 and len(rows) > 1
-                bad = [s for s in rows if not self._runs_alone(s)] if isolate else rows
+                bad = [
+                    s
+                    for i, s in enumerate(rows)
+                    if not (isolate and self._runs_alone(s, inputs[i]))
+                ]
                 errors.update(self._fail(bad, error))
                 self.batch.remove([s.seq_id for s in bad])
                 rows = [s for s in rows if s not in bad]
-        return [], mx.array([], dtype=mx.uint32), mx.array([], dtype=mx.bool_)
+                continue
+            for seq in rows:
+                seq.num_computed += 1  # its input is in the graph now
+            return _InFlight(rows, tokens, finite)
+        return None
 
-    def _forward(self, rows: list[_Sequence]) -> tuple[mx.array, mx.array]:
-        logits = self.batch.forward(self.model, [seq.tokens[-1] for seq in rows])
-        return self.sampler.sample(logits, [seq.sampling for seq in rows])
+    def _inputs(self, rows: list[_Sequence]) -> tuple[mx.array, list[mx.array | None]]:
+        """The rows' inputs (lazy) and, per row, the one not yet in its host history."""
+        flight = self._in_flight
+        where = {id(s): i for i, s in enumerate(flight.rows)} if flight else {}
+        if flight is not None and [id(s) for s in rows] == list(where):
+            return flight.tokens, [flight.tokens[i : i + 1] for i in range(len(rows))]
+        fed: list[mx.array | None] = []
+        pieces = []
+        for seq in rows:
+            if id(seq) in where:
+                i = where[id(seq)]
+                fed.append(flight.tokens[i : i + 1])  # type: ignore[union-attr]
+                pieces.append(fed[-1])
+            else:
+                fed.append(None)
+                pieces.append(mx.array([seq.tokens[-1]], dtype=mx.uint32))
+        return mx.concatenate(pieces), fed
 
-    def _runs_alone(self, seq: _Sequence) -> bool:
+    def _read(self, flight: _InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
+        """The tokens of a step handed to MLX earlier (the one host sync), and errors."""
+        read: list[tuple[_Sequence, int, bool]] = []
+        if flight is not None:
+            try:
+                tokens, finite = flight.tokens.tolist(), flight.finite.tolist()
+                read = list(zip(flight.rows, tokens, finite, strict=True))
+            except Exception as error:  # it failed on the device: so did all that used it
+                log.exception("an MLX step failed while evaluating")
+                errors.update(self._fail([*flight.rows, *self._rows()], error))
+        results = [
+            StepResult(seq_id, error=error)
+            for seq_id, error in errors.items()
+            if seq_id in self._seqs
+        ]
+        for seq, token, ok in read:
+            if self._seqs.get(seq.seq_id) is not seq or seq.seq_id in errors:
+                continue  # finished since, or ended by this step's error
+            if ok:
+                seq.tokens.append(token)
+                seq.sampling.accept(token)
+                results.append(StepResult(seq.seq_id, token=token))
+            else:
+                seq.failed = True
+                results.append(StepResult(seq.seq_id, error=BackendError(_NOT_FINITE)))
+        return results
+
+    def _rows(self) -> list[_Sequence]:
+        return [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
+
+    def _runs_alone(self, seq: _Sequence, token: mx.array) -> bool:
         """Whether one row's forward pass builds on its own (on a copy of its cache)."""
         try:
-            self.model(mx.array([[seq.tokens[-1]]]), cache=self.batch.extract(seq.seq_id))
+            self.model(token.reshape(1, 1), cache=self.batch.extract(seq.seq_id))
         except Exception:
             log.exception("sequence %d fails on its own", seq.seq_id)
             return False

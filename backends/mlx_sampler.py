@@ -67,12 +67,22 @@ class BatchSampler:
         # generator never makes the others predictable.
         self._entropy = random.Random()
 
-    def sample(self, logits: mx.array, rows: Sequence[RowSampling]) -> tuple[mx.array, mx.array]:
-        """(tokens, finite), both lazy and of shape (rows,)."""
+    def sample(
+        self,
+        logits: mx.array,
+        rows: Sequence[RowSampling],
+        fed: Sequence[mx.array | None] | None = None,
+    ) -> tuple[mx.array, mx.array]:
+        """(tokens, finite), both lazy and of shape (rows,).
+
+        fed[i], when given, is row i's input of this step not yet in its history (a
+        token still being computed): the penalties count it too.
+        """
         finite = mx.isfinite(logits.sum(axis=-1))  # any NaN or inf makes the sum so
         if any(row.processors for row in rows):
+            fed = fed or [None] * len(rows)
             logits = mx.concatenate(
-                [_process(logits[i : i + 1], row) for i, row in enumerate(rows)]
+                [_process(logits[i : i + 1], r, fed[i]) for i, r in enumerate(rows)]
             )
         tokens = mx.argmax(logits, axis=-1)
         sampled = [i for i, row in enumerate(rows) if row.sampler is not None]
@@ -97,10 +107,12 @@ class BatchSampler:
         return tokens, finite
 
 
-def _process(logits: mx.array, row: RowSampling) -> mx.array:
+def _process(logits: mx.array, row: RowSampling, fed: mx.array | None) -> mx.array:
     """A (1, vocab) row after its processors (the penalties), which read its recent ids."""
     if row.processors:
-        context = mx.array(row.history[-_HISTORY:])
+        context = mx.array(row.history[-_HISTORY:], dtype=mx.uint32)
+        if fed is not None:
+            context = mx.concatenate([context, fed.astype(mx.uint32)])
         for processor in row.processors:
             logits = processor(context, logits)
     return logits

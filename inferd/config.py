@@ -154,8 +154,8 @@ class ModelConfig(_Section):
     max_queue: int | None = Field(None, ge=0)
     # Seconds a request may wait in the queue before it is refused with a 503.
     queue_timeout: float = Field(30.0, gt=0)
-    # The torch engine (see config.toml for what each one trades):
-    threads: int | None = Field(None, ge=1)  # CPU threads; default: the physical cores
+    # The engine, torch and MLX (see config.toml for what each one trades):
+    threads: int | None = Field(None, ge=1)  # torch's CPU threads; default: the physical cores
     kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
     max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode

@@ -225,3 +225,24 @@ def test_a_tiny_temperature_is_greedy(owner: Owner, loaded: Loaded) -> None:
     assert owner(generate, backend, prompt, tiny, 16) == owner(
         generate, backend, prompt, GREEDY, 16
     )
+
+
+def test_a_model_whose_cache_cannot_be_batched_is_refused(owner: Owner, loaded: Loaded) -> None:
+    backend, _ = loaded
+
+    def run() -> None:
+        from mlx_lm.models.cache import ConcatenateKVCache
+
+        model = backend.batcher(1).model
+        original = getattr(model, "make_cache", None)
+        model.make_cache = lambda: [ConcatenateKVCache() for _ in model.layers]
+        try:
+            with pytest.raises(BackendError, match="ConcatenateKVCache"):
+                backend.batcher(1)
+        finally:
+            if original is None:
+                del model.make_cache
+            else:
+                model.make_cache = original
+
+    owner(run)
