@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,22 @@ def test_a_model_whose_cache_cannot_be_batched_is_refused(owner: Owner, loaded: 
                 model.make_cache = original
 
     owner(run)
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_quantized_models_batch_like_the_others(quantization: str) -> None:
+    def run() -> tuple[ModelInfo, list[list[int]], list[list[int]]]:
+        backend = MlxBackend(str(STORIES), quantization=quantization)
+        try:
+            info = backend.load()
+            prompts = [backend.encode_text(p) for p in ("Once upon a time", "Tom had a dog")]
+            alone = [generate(backend, p, GREEDY, 16) for p in prompts]
+            together = run_together(backend.batcher(2), prompts, [GREEDY] * 2, [0, 2], [16] * 2)
+            return info, alone, together
+        finally:
+            backend.close()  # the thread's last MLX call: it gets a thread of its own
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        info, alone, together = pool.submit(run).result(timeout=120)
+    assert info.quantization == quantization
+    assert together == alone
