@@ -337,3 +337,7 @@ def test_quick_mlx_run_compares_inferd_with_mlx_lm_server(tmp_path: Path) -> Non
     assert level["inferd"]["errors"] == 0 and level["mlx_lm"]["errors"] == 0
     assert level["inferd"]["tokens"] > 0 and level["mlx_lm"]["tokens"] > 0
     assert level["ratio"] > 0 and "| 1 |" in printed
+    mlx = found["mlx"]  # then inferd's own phases on metal
+    assert mlx["interference"]["steady"]["n"] > 0 and mlx["interference"]["during"]["n"] > 0
+    assert mlx["prefix"]["checks"] == [] and mlx["prefix"]["uncached_ttft"] > 0
+    assert "| metal (MLX) |" in printed

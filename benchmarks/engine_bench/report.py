@@ -110,9 +110,20 @@ def _servers(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _phase_servers(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The servers whose interference and prefix phases ran: inferd per precision, and
+    inferd on metal in an MLX run (named "metal (MLX)")."""
+    servers = list(results.get("servers", []))
+    mlx = results.get("mlx") or {}
+    if mlx.get("status") == "ok" and ("interference" in mlx or "prefix" in mlx):
+        phases = {key: mlx[key] for key in ("interference", "prefix") if key in mlx}
+        servers.append({"precision": "metal (MLX)", "status": "ok", **phases})
+    return servers
+
+
 def _interference(results: dict[str, Any]) -> str:
     rows = []
-    for server in results["servers"]:
+    for server in _phase_servers(results):
         found = server.get("interference")
         if server["status"] != "ok" or not found:
             continue
@@ -138,7 +149,7 @@ def _interference(results: dict[str, Any]) -> str:
 
 def _prefix(results: dict[str, Any]) -> str:
     rows = []
-    for server in results["servers"]:
+    for server in _phase_servers(results):
         found = server.get("prefix")
         if server["status"] != "ok" or not found:
             continue
@@ -204,6 +215,8 @@ def markdown(results: dict[str, Any]) -> str:
         sections += [_servers(results), _interference(results), _prefix(results)]
     if results.get("mlx"):
         sections.append(_mlx(results))
+        if not results.get("servers") and len(_phase_servers(results)):
+            sections += [_interference(results), _prefix(results)]
     if "llama_cpp" in results:
         found = results["llama_cpp"]
         shown = num(found, ".1f", " tok/s") if isinstance(found, float) else found

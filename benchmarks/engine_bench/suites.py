@@ -104,7 +104,9 @@ def interference(run: Run, endpoint: phases.Endpoint) -> dict[str, Any]:
     return {**summary, "long_prompt_tokens": run.prompts.count(long_prompt), "notes": found.notes}
 
 
-def prefix_reuse(run: Run, first_server: ServerProcess, precision: str) -> dict[str, Any]:
+def prefix_reuse(
+    run: Run, first_server: ServerProcess, precision: str | None, device: str | None = None
+) -> dict[str, Any]:
     """Turn 2 of each session with its history cached (if the engine caches), then the
     identical requests on a freshly started server (same session store), which cannot have
     a cached prefix. Medians over `--prefix-sessions` sessions, each its own history."""
@@ -131,7 +133,8 @@ def prefix_reuse(run: Run, first_server: ServerProcess, precision: str) -> dict[
     first_server.stop()  # frees its memory; the fresh one reads the same session store
     if checks or any(v.session_id is None for v in visits):
         return result
-    with run.server(f"{precision}-fresh", precision, run.args.device) as fresh:
+    device = device or run.args.device
+    with run.server(f"{precision or device}-fresh", precision, device) as fresh:
         endpoint = phases.Endpoint(fresh.base_url, "/completions", "inferd", MODEL_ID)
         warm_up(endpoint, run.prompts.make(args.prompt_tokens, "warm-up"))
         # The first server had compiled the chat template and opened the store by turn 2.
@@ -182,7 +185,8 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
 
 
 def mlx_comparison(run: Run) -> dict[str, Any]:
-    """inferd on device metal against mlx_lm.server, same model, levels interleaved."""
+    """inferd on device metal against mlx_lm.server, same model, levels interleaved; then
+    inferd's prefill interference and prefix reuse on metal (unless skipped)."""
     largest = max(run.args.mlx_clients)
     try:
         with (
@@ -207,6 +211,14 @@ def mlx_comparison(run: Run) -> dict[str, Any]:
                     level["inferd"]["aggregate_tok_s"], level["mlx_lm"]["aggregate_tok_s"]
                 )
                 levels.append(level)
+            theirs.stop()  # the phases below are inferd's alone
+            out: dict[str, Any] = {"status": "ok", "levels": levels}
+            if "interference" not in run.args.skip:
+                print("inferd (MLX): prefill interference", flush=True)
+                out["interference"] = interference(run, ends["inferd"])
+            if "prefix" not in run.args.skip:
+                print("inferd (MLX): prefix reuse", flush=True)
+                out["prefix"] = prefix_reuse(run, ours, None, "metal")
     except ServerFailed as error:
         return {"status": f"a server failed to start: {error}", "levels": []}
-    return {"status": "ok", "levels": levels}
+    return out

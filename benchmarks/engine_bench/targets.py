@@ -115,4 +115,9 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
         verdicts.append(_prefix(server))
     if results.get("mlx"):
         verdicts += _mlx(results)
+        mlx = {"precision": "metal (MLX)", **results["mlx"]}
+        if "interference" in mlx:
+            verdicts.append(_interference(mlx))
+        if "prefix" in mlx:
+            verdicts.append(_prefix(mlx))
     return verdicts
