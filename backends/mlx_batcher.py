@@ -13,8 +13,8 @@ built lazily and handed to MLX at once; its tokens and per-row "finite" flags
 work -- one host sync per step, and the device never waits for the host to build the
 next step (mlx-lm's BatchGenerator does the same).
 
-A prompt's cache is offered to the prompt cache when its prefill ends (so a shared
-system prompt is reused by later requests while the first still decodes), and a
+A prompt's cache is offered to the prompt cache as its chunks are computed (so a shared
+system prompt is reused by later requests while the first is still running), and a
 sequence's whole cache when it finishes (so a chat's next turn reuses the answer too).
 
 Failures stay with their sequence: a prefill chunk or a batched decode whose forward
@@ -233,7 +233,7 @@ class MlxBatcher:
                 log.warning("prefilling %d prompts together failed: %s", len(ending), error)
             else:
                 self.batch.join_merged([seq.seq_id for seq in ending], merged)
-                self._joined(ending, plan)
+                self._joined(ending, plan, offer=False)
                 ending = []
         for seq in ending:
             try:
@@ -244,19 +244,20 @@ class MlxBatcher:
                 continue
             ready.append(seq)
         self.batch.join([seq.seq_id for seq in ready], [seq.cache for seq in ready])  # type: ignore[misc]
-        self._joined(ready, plan)
+        self._joined(ready, plan, offer=True)
 
-    def _joined(self, seqs: list[_Sequence], plan: _Plan) -> None:
-        """Sequences now in the batch: prompts computed, offered to the prompt cache."""
+    def _joined(self, seqs: list[_Sequence], plan: _Plan, *, offer: bool) -> None:
+        """Sequences now in the batch, their prompts computed; with `offer`, their own
+        caches (which hold those prompts) go to the prompt cache. Rows prefilled together
+        are offered when they finish instead: copying them out of the batch now would
+        wait for the step in flight."""
         for seq in seqs:
             self._prefilling.remove(seq)
             seq.num_computed = len(seq.tokens) - 1
+            if offer and seq.cache is not None and seq.num_computed:
+                self._offer(seq, seq.cache)
             seq.cache = None
             plan.computed.append(seq)
-            if self.prompt_cache.max_tokens and seq.num_computed:
-                row = self.batch.extract(seq.seq_id)
-                plan.arrays.append([layer.state for layer in row])
-                self._offer(seq, row)
 
     def _decode(self, errors: dict[int, Exception]) -> _InFlight | None:
         """Build the batch's forward pass and sampling (lazy), one token per row.
@@ -298,6 +299,8 @@ class MlxBatcher:
         flight = self._in_flight
         where = {id(s): i for i, s in enumerate(flight.rows)} if flight else {}
         if flight is not None and [id(s) for s in rows] == list(where):
+            if not any(s.sampling.processors for s in rows):  # nobody reads the history
+                return flight.tokens, [None] * len(rows)
             return flight.tokens, [flight.tokens[i : i + 1] for i in range(len(rows))]
         fed: list[mx.array | None] = []
         pieces = []

@@ -20,9 +20,13 @@ import mlx.nn as nn
 
 
 class DecodeBatch:
+    """The rows' caches. A lone row keeps its own per-sequence cache: mlx-lm's batch caches
+    cost a mask and per-row offsets in every layer, which one row does not need."""
+
     def __init__(self) -> None:
         self.seq_ids: list[int] = []  # one per row, in row order
-        self._cache: list[Any] = []  # one batch cache per layer; [] while empty
+        self._cache: list[Any] = []  # one cache per layer: a batch's, or the lone row's own
+        self._batched = False
 
     def __len__(self) -> int:
         return len(self.seq_ids)
@@ -34,20 +38,28 @@ class DecodeBatch:
         """Add sequences with their own caches (which this batch now owns) as new rows."""
         if not seq_ids:
             return
-        merged = [layer.merge([c[i] for c in caches]) for i, layer in enumerate(caches[0])]
-        self.join_merged(seq_ids, merged)
+        if not self.seq_ids and len(seq_ids) == 1:
+            self.seq_ids, self._cache, self._batched = list(seq_ids), caches[0], False
+            return
+        self.join_merged(seq_ids, _merge(caches))
 
     def join_merged(self, seq_ids: Sequence[int], merged: list[Any]) -> None:
         """Add rows that are already batch caches (mlx_prefill.prefill_together's)."""
+        if self._cache and not self._batched:
+            self._cache = _merge([self._cache])
         if self._cache:
             for mine, theirs in zip(self._cache, merged, strict=True):
                 mine.extend(theirs)
         else:
             self._cache = merged
+        self._batched = True
         self.seq_ids.extend(seq_ids)
 
     def extract(self, seq_id: int) -> list[Any]:
-        """A copy of one row's cache, without padding (mlx-lm's per-sequence cache type)."""
+        """One row's cache without padding, as mlx-lm's per-sequence cache type: a copy,
+        or a lone row's own cache (for a row that is leaving)."""
+        if not self._batched:
+            return list(self._cache)
         row = self.seq_ids.index(seq_id)
         return [layer.extract(row) for layer in self._cache]
 
@@ -56,14 +68,17 @@ class DecodeBatch:
         keep = [row for row, seq_id in enumerate(self.seq_ids) if seq_id not in leaving]
         if len(keep) == len(self.seq_ids):
             return
-        self.seq_ids = [self.seq_ids[row] for row in keep]
-        if not keep:
+        if len(keep) == 1 and self._batched:  # back to a lone row: its own cache again
+            self._cache = [layer.extract(keep[0]) for layer in self._cache]
+            self._batched = False
+        elif keep and self._batched:
+            for layer in self._cache:
+                layer.filter(keep)
+        elif not keep:
             self._cache = []  # frees the buffers
-            return
-        for layer in self._cache:
-            layer.filter(keep)
+        self.seq_ids = [self.seq_ids[row] for row in keep]
 
-    def forward(self, model: nn.Module, inputs: Sequence[int]) -> mx.array:
+    def forward(self, model: nn.Module, inputs: mx.array | Sequence[int]) -> mx.array:
         """Lazy (rows, vocab) logits of one token per row (in row order) after its cache."""
         logits = model(mx.array(inputs)[:, None], cache=self._cache)
         return logits[:, -1, :]
@@ -75,6 +90,11 @@ class DecodeBatch:
         """Forget positions appended since sizes() (a forward pass that raised while it
         was being built); False when a layer cannot be trimmed."""
         return roll_back(self._cache, sizes)
+
+
+def _merge(caches: Sequence[list[Any]]) -> list[Any]:
+    """Per-sequence caches as batch caches, one row each (mlx-lm's merge left-pads)."""
+    return [layer.merge([cache[i] for cache in caches]) for i, layer in enumerate(caches[0])]
 
 
 def roll_back(cache: Sequence[Any], sizes: Sequence[int]) -> bool:

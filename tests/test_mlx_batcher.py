@@ -357,3 +357,28 @@ def test_finish_mid_prefill_and_close_free_everything(owner, stories, prompts):
 def small_steps(prefix: int | None) -> EngineOptions:
     """16 tokens a step, so prompts of a few dozen tokens are prefilled in several chunks."""
     return EngineOptions(max_batch_tokens=16, max_prefill_tokens=16, prefix_cache_tokens=prefix)
+
+
+def test_penalties_read_the_same_history_as_mlx_lms_own_loop(owner, stories, prompts):
+    params = SamplingParams(temperature=0.0, repeat_penalty=1.3, presence_penalty=0.5)
+
+    def run() -> tuple[list[int], list[int], list[int]]:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+
+        from inferd.backends.mlx_sampler import row_sampling
+
+        processors = row_sampling(params, prompts[0], 512).processors
+        model = batcher_of(stories, NO_REUSE).model
+        steps = generate_step(
+            mx.array(prompts[0]), model, max_tokens=40, logits_processors=processors
+        )
+        theirs = [token for token, _ in steps]
+        alone = run_alone(batcher_of(stories, NO_REUSE), prompts[0], params, 40)
+        together = run_together(
+            batcher_of(stories, NO_REUSE), prompts[:2], [params, GREEDY], (0, 3), [40, 40]
+        )[0]
+        return theirs, alone, together
+
+    theirs, alone, together = owner(run)
+    assert alone == theirs and together == theirs
