@@ -16,21 +16,13 @@ import pytest
 
 from inferd.backends.base import BackendError, ChatMessage, ModelInfo, SamplingParams
 from inferd.backends.chat_template import render_plain_chat
-from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from inferd.backends.mlx_backend import MlxBackend
 from tests.batching import run_alone, run_together
+from tests.mlx_support import require_stories
 from tests.owner import Owner
 
-if not mlx_available():
-    pytest.skip(
-        "mlx/mlx-lm not importable (pip install 'inferd[mlx]'; on Linux also 'mlx[cpu]')",
-        allow_module_level=True,
-    )
-
-MODELS = Path(__file__).parents[2] / "shared" / "models"
-STORIES = MODELS / "stories260K"
-QWEN_TOKENIZER = MODELS / "qwen2.5-tokenizer"
-if not (STORIES / "model.safetensors").is_file():
-    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+STORIES = require_stories()
+QWEN_TOKENIZER = STORIES.parent / "qwen2.5-tokenizer"
 
 pytestmark = pytest.mark.real_model
 

@@ -10,21 +10,16 @@ long-lived worker thread.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from inferd.backends.base import BackendError, EngineOptions, SamplingParams
-from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from inferd.backends.mlx_backend import MlxBackend
 from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
+from tests.mlx_support import require_stories
 from tests.owner import Owner
 
-if not mlx_available():
-    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
-
-STORIES = Path(__file__).parents[2] / "shared" / "models" / "stories260K"
-if not (STORIES / "model.safetensors").is_file():
-    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+STORIES = require_stories()
 
 pytestmark = pytest.mark.real_model
 NO_REUSE = EngineOptions(prefix_cache_tokens=0)

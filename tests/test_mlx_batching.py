@@ -8,22 +8,17 @@ tests, the model loads and generates on the engine's own owner thread.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from inferd.backends.base import SamplingParams
-from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from inferd.backends.mlx_backend import MlxBackend
 from inferd.engine import ModelWorker
 from inferd.stream import Stream
 from tests.batching import PROMPTS
+from tests.mlx_support import require_stories
 
-if not mlx_available():
-    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
-
-STORIES = Path(__file__).parents[2] / "shared" / "models" / "stories260K"
-if not (STORIES / "model.safetensors").is_file():
-    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+STORIES = require_stories()
 
 pytestmark = pytest.mark.real_model
 GREEDY = SamplingParams(temperature=0.0, max_tokens=20)

@@ -5,20 +5,15 @@ each holds prefilled alone, and a chunk whose forward pass raises leaves its cac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inferd.backends.mlx_backend import MlxBackend, mlx_available
+from inferd.backends.mlx_backend import MlxBackend
+from tests.mlx_support import require_stories
 from tests.owner import Owner
 
-if not mlx_available():
-    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
-
-STORIES = Path(__file__).parents[2] / "shared" / "models" / "stories260K"
-if not (STORIES / "model.safetensors").is_file():
-    pytest.skip(f"stories260K not found at {STORIES}", allow_module_level=True)
+STORIES = require_stories()
 
 pytestmark = pytest.mark.real_model
 PROMPTS = ([1, 403, 407, 261, 378, 290, 300], [1, 274, 287], [1, 291, 276, 286, 261])

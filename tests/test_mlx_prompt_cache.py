@@ -8,27 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from inferd.backends.mlx_backend import mlx_available
+from tests.mlx_support import filled, require_mlx
 from tests.owner import Owner
 
-if not mlx_available():
-    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
-
-LAYERS = 2
-
-
-def filled(count: int, start: float = 0.0) -> list[Any]:
-    """A two-layer KV cache holding `count` positions valued start, start+1, ..."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import KVCache
-
-    cache = [KVCache() for _ in range(LAYERS)]
-    values = (mx.arange(count, dtype=mx.float32) + start).reshape(1, 1, count, 1)
-    for layer in cache:
-        layer.update_and_fetch(values, values)
-    return cache
+require_mlx()
 
 
 def positions(cache: list[Any]) -> list[float]:

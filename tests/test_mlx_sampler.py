@@ -8,11 +8,10 @@ from __future__ import annotations
 import pytest
 
 from inferd.backends.base import BackendError, SamplingParams
-from inferd.backends.mlx_backend import mlx_available
+from tests.mlx_support import require_mlx
 from tests.owner import Owner
 
-if not mlx_available():
-    pytest.skip("mlx/mlx-lm not importable", allow_module_level=True)
+require_mlx()
 
 VOCAB = 50
 GREEDY = SamplingParams(temperature=0.0)
