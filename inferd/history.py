@@ -188,48 +188,15 @@ async def import_session(request: Request) -> HTTPResponse:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(
-        list_sessions, "/sessions", methods=["GET"], name="list_sessions", error_format="json"
-    )
-    app.add_route(
-        import_session,
-        "/chat/history",
-        methods=["POST"],
-        name="import_session",
-        error_format="json",
-    )
-    app.add_route(
-        get_history,
-        "/chat/history/<session_id:str>",
-        methods=["GET"],
-        name="get_history",
-        error_format="json",
-    )
-    app.add_route(
-        delete_history,
-        "/chat/history/<session_id:str>",
-        methods=["DELETE"],
-        name="delete_history",
-        error_format="json",
-    )
-    app.add_route(
-        rename,
-        "/chat/history/<session_id:str>",
-        methods=["PATCH"],
-        name="rename",
-        error_format="json",
-    )
-    app.add_route(
-        rollback,
-        "/chat/history/<session_id:str>/rollback",
-        methods=["POST"],
-        name="rollback",
-        error_format="json",
-    )
-    app.add_route(
-        fork,
-        "/chat/history/<session_id:str>/fork",
-        methods=["POST"],
-        name="fork",
-        error_format="json",
-    )
+    session = "/chat/history/<session_id:str>"
+    for handler, uri, method in (
+        (list_sessions, "/sessions", "GET"),
+        (import_session, "/chat/history", "POST"),
+        (get_history, session, "GET"),
+        (delete_history, session, "DELETE"),
+        (rename, session, "PATCH"),
+        (rollback, f"{session}/rollback", "POST"),
+        (fork, f"{session}/fork", "POST"),
+    ):
+        name = handler.__name__
+        app.add_route(handler, uri, methods=[method], name=name, error_format="json")

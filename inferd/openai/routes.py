@@ -235,24 +235,12 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 
 def register(app: Sanic) -> None:
-    app.add_route(
-        list_models, "/v1/models", methods=["GET"], name="v1_list_models", error_format="json"
-    )
-    app.add_route(
-        get_model,
-        "/v1/models/<model_id:path>",
-        methods=["GET"],
-        name="v1_get_model",
-        error_format="json",
-    )
-    app.add_route(
-        completions, "/v1/completions", methods=["POST"], name="v1_completions", error_format="json"
-    )
-    app.add_route(
-        chat_completions,
-        "/v1/chat/completions",
-        methods=["POST"],
-        name="v1_chat_completions",
-        error_format="json",
-    )
+    for handler, uri, method in (
+        (list_models, "/v1/models", "GET"),
+        (get_model, "/v1/models/<model_id:path>", "GET"),
+        (completions, "/v1/completions", "POST"),
+        (chat_completions, "/v1/chat/completions", "POST"),
+    ):
+        name = f"v1_{handler.__name__}"
+        app.add_route(handler, uri, methods=[method], name=name, error_format="json")
     app.on_response(to_openai_errors)
