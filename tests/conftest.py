@@ -8,6 +8,7 @@ templated model without real text.
 from __future__ import annotations
 
 import shutil
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,15 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 from tests.owner import Owner
+
+# Python 3.11 formats a traceback's ^^^ markers with ast.parse, and CPython's AST
+# converter keeps one recursion counter per interpreter (gh-106905): a traceback logged
+# while Sanic compiles its router (ast.parse too) -- by a backend thread, or by a task
+# collected mid-parse that logs its unretrieved exception -- fails start-up with
+# "SystemError: AST constructor recursion depth mismatch". Tests start hundreds of apps
+# among such tracebacks, so theirs go without the markers.
+if hasattr(traceback, "_extract_caret_anchors_from_line_segment"):
+    traceback._extract_caret_anchors_from_line_segment = lambda segment: None
 
 # The module-scoped `browser` fixture of the web page's tests (tests/test_web_*.py).
 pytest_plugins = ["tests.browser"]
