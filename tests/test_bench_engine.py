@@ -341,3 +341,13 @@ def test_quick_mlx_run_compares_inferd_with_mlx_lm_server(tmp_path: Path) -> Non
     assert mlx["interference"]["steady"]["n"] > 0 and mlx["interference"]["during"]["n"] > 0
     assert mlx["prefix"]["checks"] == [] and mlx["prefix"]["uncached_ttft"] > 0
     assert "| metal (MLX) |" in printed
+
+
+def test_interference_is_not_measured_when_the_long_prompt_failed() -> None:
+    # gaps beside a refused prompt are steady gaps: judging them would call the target met
+    failed = results()
+    interference = failed["servers"][0]["interference"]
+    interference.update(p99_ratio=1.2, long_prompt_error="HTTP 400: prompt too long")
+    verdicts = {v.target: v for v in targets.evaluate(failed)}
+    verdict = verdicts["int8: streams' inter-token p99 during a long prefill <= 3x steady"]
+    assert (verdict.met, verdict.measured) == (None, "not measured")

@@ -76,8 +76,10 @@ def _many_streams(
 
 def _interference(server: dict[str, Any]) -> Verdict:
     target = f"{server['precision']}: streams' inter-token p99 during a long prefill <= 3x steady"
-    ratio = _number((server.get("interference") or {}).get("p99_ratio"))
-    if ratio is None:
+    interference = server.get("interference") or {}
+    ratio = _number(interference.get("p99_ratio"))
+    # a long prompt that failed (refused, timed out) interfered with nothing
+    if ratio is None or interference.get("long_prompt_error"):
         return _missing(target)
     return Verdict(target, f"{ratio:.1f}x", ratio <= 3.0)
 
