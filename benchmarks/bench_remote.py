@@ -27,48 +27,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from engine_bench.servers import ServerProcess, free_port, inferd_server
 
 PROMPT = "Once upon a time"
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
 GATEWAY_MODEL = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(command: list[str], ready_url: str, log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{command[2]} did not start:\n{log.read_text()}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @dataclass
@@ -184,27 +155,22 @@ def main() -> None:
             script = str(Path(__file__).with_name("instant_upstream.py"))
             command = [sys.executable, script, str(port), "--tokens", str(args.tokens)]
             url = f"http://127.0.0.1:{port}/v1"
-            stack.enter_context(server(command, url + "/models", folder / "instant.log"))
+            log = folder / "instant.log"
+            stack.enter_context(ServerProcess("instant", command, port, "/v1/models", log, 120))
             args.upstream, args.upstream_model = url, "instant"
             args.upstream_label = "instant_upstream.py (answers at once)"
         elif args.upstream is None:
             port = free_port()
             model = str(args.model.resolve())
             command = [sys.executable, "-m", "mlx_lm", "server", "--model", model]
-            stack.enter_context(
-                server(
-                    [*command, "--port", str(port)],
-                    f"http://127.0.0.1:{port}/health",
-                    folder / "mlx.log",
-                )
-            )
+            command += ["--port", str(port)]
+            log = folder / "mlx.log"
+            stack.enter_context(ServerProcess("mlx_lm.server", command, port, "/health", log, 120))
             args.upstream, args.upstream_model = f"http://127.0.0.1:{port}/v1", model
             args.upstream_label = f"mlx_lm.server on {args.model.name}"
         else:
             args.upstream_label = args.upstream
-        config = folder / "gateway.toml"
-        config.write_text(
-            f"""
+        config = f"""
 [sessions]
 path = "sessions"
 
@@ -221,13 +187,7 @@ context_length = 4096
 max_concurrent = {max(8, args.concurrency)}
 preload = true
 """
-        )
-        port = free_port()
-        command = [sys.executable, "-m", "inferd.cli", "serve", "--config", str(config)]
-        gateway = f"http://127.0.0.1:{port}"
-        stack.enter_context(
-            server([*command, "--port", str(port)], gateway + "/readiness", folder / "gateway.log")
-        )
+        gateway = stack.enter_context(inferd_server(folder, "gateway", config, 120)).base_url
         asyncio.run(measure(args, args.upstream, gateway + "/v1"))
 
 

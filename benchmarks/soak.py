@@ -25,16 +25,13 @@ import ipaddress
 import json
 import multiprocessing
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from engine_bench.servers import ServerFailed, ServerProcess, inferd_server
 from soak_clients import SoakClient, Tally
 
 MAX_CLIENTS, MAX_MINUTES = 256, 120
@@ -92,33 +89,17 @@ def loopback_only(url: str) -> None:
 
 def start_server(
     model_dir: Path, folder: Path, max_concurrent: int, threads: int | None
-) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = folder / "config.toml"
-    config.write_text(
+) -> ServerProcess:
+    config = (
         f'[sessions]\npath = "{folder / "sessions"}"\n\n'
         f'[[models]]\nid = "soak"\nname = "soak"\npath = "{model_dir.resolve()}"\n'
         f"max_concurrent = {max_concurrent}\n"
     )
-    log = (folder / "server.log").open("wb")
-    command = [sys.executable, "-m", "inferd.cli", "serve", "--config", str(config)]
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    process = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=log, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"soak: the server exited:\n{(folder / 'server.log').read_text()}")
-        try:
-            if httpx.get(f"{base}/readiness", timeout=2).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("soak: the server was not ready within 120 s")
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    try:
+        return inferd_server(folder, "server", config, start_timeout=120, env=env).start()
+    except ServerFailed as error:
+        raise SystemExit(f"soak: {error}") from None
 
 
 async def soak(args: argparse.Namespace, base: str, pid: int | None) -> dict[str, object]:
@@ -236,10 +217,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="inferd-soak-") as folder:
         server = None
         if args.model_dir:
-            server, base = start_server(
-                args.model_dir, Path(folder), args.max_concurrent, args.threads
-            )
-            pid = server.pid
+            server = start_server(args.model_dir, Path(folder), args.max_concurrent, args.threads)
+            base, pid = server.base_url, server.pid
         else:
             loopback_only(args.url)
             base, pid = args.url.rstrip("/"), args.pid
@@ -247,14 +226,9 @@ def main() -> None:
             result = asyncio.run(soak(args, base, pid))
         finally:
             if server is not None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    exit_code = server.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    exit_code = "killed after 60 s"
+                exit_code = server.stop(timeout=60)  # SIGTERM: the drain must exit 0
         if server is not None:
-            result["server_exit_code"] = exit_code
+            result["server_exit_code"] = "killed after 60 s" if exit_code is None else exit_code
     print(f"soak against {base} (load average {os.getloadavg()[0]:.1f} at the end)")
     report(result)
     if args.json:

@@ -105,6 +105,17 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> ServerProcess:
+        """Start the server and return once it is ready (stopped again if it never is)."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 self.command,
@@ -120,9 +131,6 @@ class ServerProcess:
             self.stop()
             raise
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -150,17 +158,19 @@ class ServerProcess:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"
 
-    def stop(self) -> None:
-        """Ask the server to stop, wait a little, then kill it; safe to call twice."""
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the server to stop (SIGTERM), wait up to `timeout`, then kill it; safe to
+        call twice. Returns its exit code: None if it had to be killed or never ran."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
-            return
+            return None if process is None else process.returncode
         process.terminate()
         try:
-            process.wait(timeout=15)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+            return None
 
 
 def _readiness_failed(reply: httpx.Response) -> bool:
