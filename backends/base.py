@@ -60,6 +60,10 @@ OCCURRENCE_WINDOW = 64
 GREEDY_BELOW = 1e-5
 
 
+# A sampling row whose logits hold NaN or inf ends its own request with this message.
+NON_FINITE_SCORES = "the model produced non-finite scores (NaN or inf) for this request"
+
+
 def check_params(params: SamplingParams) -> None:
     """Raise a BackendError naming every out-of-range value."""
     problems = []

@@ -36,7 +36,13 @@ import mlx.nn as nn
 from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
-from inferd.backends.base import BackendError, EngineOptions, SamplingParams, StepResult
+from inferd.backends.base import (
+    NON_FINITE_SCORES,
+    BackendError,
+    EngineOptions,
+    SamplingParams,
+    StepResult,
+)
 from inferd.backends.mlx_decode_batch import DecodeBatch
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
@@ -47,7 +53,6 @@ log = logging.getLogger("inferd.mlx")
 MIN_PREFILL_TOKENS = 16
 # Decode steps between returns of MLX's freed buffers to the system (as mlx-lm does).
 _CLEAR_EVERY = 256
-_NOT_FINITE = "the model produced non-finite scores (NaN or inf) for this request"
 
 
 @dataclass(slots=True)
@@ -338,7 +343,7 @@ class MlxBatcher:
                 results.append(StepResult(seq.seq_id, token=token))
             else:
                 seq.failed = True
-                results.append(StepResult(seq.seq_id, error=BackendError(_NOT_FINITE)))
+                results.append(StepResult(seq.seq_id, error=BackendError(NON_FINITE_SCORES)))
         return results
 
     def _rows(self) -> list[_Sequence]:

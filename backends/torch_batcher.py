@@ -20,7 +20,13 @@ from collections.abc import Sequence
 
 import torch
 
-from inferd.backends.base import BackendError, SamplingParams, StepResult, check_params
+from inferd.backends.base import (
+    NON_FINITE_SCORES,
+    BackendError,
+    SamplingParams,
+    StepResult,
+    check_params,
+)
 from inferd.backends.torch_runner import ModelRunner
 from inferd.backends.torch_sampler import Sampler
 from inferd.backends.torch_threads import use_threads
@@ -82,9 +88,7 @@ class TorchBatcher:
             if finite:
                 results.append(StepResult(seq_id, token=token))
             else:
-                failed[seq_id] = BackendError(
-                    "the model produced non-finite scores (NaN or inf) for this request"
-                )
+                failed[seq_id] = BackendError(NON_FINITE_SCORES)
         results.extend(StepResult(seq_id, error=error) for seq_id, error in failed.items())
         return results
 
