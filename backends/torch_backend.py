@@ -22,6 +22,7 @@ from inferd.backends.base import BackendError, ChatMessage, EngineOptions, Model
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.torch_batcher import TorchBatcher
 from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_malloc import keep_freed_memory
 from inferd.backends.torch_quant import (
     DTYPES,
     check_quantization,
@@ -98,6 +99,8 @@ class TorchBackend:
         except Exception as e:  # OSError, ValueError, KeyError, ...: whatever transformers raises
             raise BackendError(f"cannot load model {self.path!r}: {_one_line(e)}") from e
         _check_architecture(model, self.path)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         model.set_attn_implementation(torch_attention.ATTENTION_NAME)
         model = quantize(model.to(self.device).eval(), self.quantization)
         self._model, self._tokenizer = model, tokenizer

@@ -1,14 +1,10 @@
 """Weight formats for the torch backend: plain dtypes, and int8 / int4 weights on a CPU.
 
 - "fp32", "fp16", "bf16": the weights in that dtype (CUDA's default is bf16).
-- "int8" (the CPU default): int8 weights with a scale per output channel, and each
-  token's activations quantized to int8 with its own scale as it arrives (llama.cpp's
-  q8_0 and vLLM's W8A8 do the same); the product is `torch._int_mm`, exact in int32,
-  then scaled back to fp32. Every Linear, the output projection included (for small
-  models the largest). Per-token scales make a token's result independent of the other
-  tokens in its step: greedy output is the same alone, in a batch, prefilled in chunks or
-  after a cached prefix. torch's `quantize_dynamic` (fbgemm) measured faster at 8+ rows
-  per step, but its one activation scale per step ties every row to the others.
+- "int8" (the CPU default): int8 weights with a scale per output channel and each
+  token's activations quantized to int8 with its own scale (backends/torch_int8.py),
+  every Linear, the output projection included (for small models the largest); the
+  gate and up projections of gated MLPs stacked into one (backends/torch_gated_mlp.py).
 - "int4": groupwise 4-bit weights through torch's own CPU kernel
   (`_weight_int4pack_mm_for_cpu`, bf16 activations): half the bytes of int8 again.
 
@@ -25,6 +21,8 @@ import torch
 from torch import nn
 
 from inferd.backends.base import BackendError
+from inferd.backends.torch_gated_mlp import stack_gated_mlps
+from inferd.backends.torch_int8 import Int8Linear
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -62,6 +60,7 @@ def check_quantization(quantization: str, device: torch.device) -> None:
 def quantize(model: nn.Module, quantization: str) -> nn.Module:
     """The model with its Linear layers in the weight format (replaced in place)."""
     if quantization == "int8":
+        stack_gated_mlps(model)
         _replace_linears(model, Int8Linear, lambda linear: True)
     elif quantization == "int4":
         # the packed layout wants whole groups along the input, 16s along the output
@@ -71,34 +70,6 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
             lambda linear: linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0,
         )
     return model
-
-
-class Int8Linear(nn.Module):
-    """A Linear with int8 weights (a scale per output) and int8 activations per token."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        weight = linear.weight.detach().float()
-        self.out_features, self.in_features = weight.shape
-        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
-        quantized = torch.round(weight / scale[:, None]).to(torch.int8)
-        # (in, out) as a transposed view: the layout _int_mm reads fastest at one row
-        self.register_buffer("weight_t", quantized.t())
-        self.register_buffer("weight_scale", scale)
-        bias = linear.bias
-        self.register_buffer("bias", None if bias is None else bias.detach().float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Called ~170 times per step on a 0.5B model: every op here costs a dispatch, so
-        # the fewest ops and in-place ones where the tensor is new anyway.
-        rows = x.reshape(-1, self.in_features)
-        # each token its own scale: its result never depends on the other tokens
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127)
-        quantized = (rows / scale).round_().to(torch.int8)
-        out = torch._int_mm(quantized, self.weight_t).mul(self.weight_scale).mul_(scale)
-        if self.bias is not None:
-            out.add_(self.bias)
-        return out.view(*x.shape[:-1], self.out_features)
 
 
 class Int4Linear(nn.Module):

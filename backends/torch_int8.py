@@ -1,0 +1,127 @@
+"""int8 Linear layers on a CPU: int8 weights per output channel, int8 activations per token.
+
+Each weight row has its own scale; each token's activations are quantized to int8 with
+their own scale as they arrive (llama.cpp's q8_0 and vLLM's W8A8 do the same). The
+integer products are exact, so a token's result never depends on the other tokens of
+its step: greedy output is the same alone, in a batch, prefilled in chunks or after a
+cached prefix. torch's `quantize_dynamic` (fbgemm) was measured faster at 8+ rows, but
+its one activation scale per step ties every row to the others.
+
+Two kernels compute the same int32 products (bit for bit, tested):
+
+- `torch._int_mm`: the least work around the call, best for small weights.
+- oneDNN's int8 matmul (`torch.ops.onednn.qlinear_pointwise`): weights prepacked in its
+  blocked layout, activations as uint8 with zero point 128, the weight scales applied
+  inside the kernel. About 25 us more per call, but 1.2x faster than `_int_mm` on a
+  4864x896 weight at 8 rows and 1.9x on Qwen2.5's 151936x896 output projection
+  (`benchmarks/bench_int8_kernels.py`). Used for weights of ONEDNN_MIN_BYTES and more,
+  where the processor computes it exactly: without VNNI, oneDNN's uint8 x int8 path
+  may saturate 16-bit partial sums, so one probe per process checks it against
+  `_int_mm` on the extreme values and falls back if they differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import nn
+
+log = logging.getLogger("inferd.torch")
+
+ONEDNN_MIN_BYTES = 8 << 20  # below this the kernel's fixed cost outweighs its speed
+_ZERO_POINT = 128  # int8 activations shifted into oneDNN's uint8 range
+
+
+class Int8Linear(nn.Module):
+    """A Linear with int8 weights (a scale per output) and int8 activations per token."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+        quantized = torch.round(weight / scale[:, None]).to(torch.int8)
+        self.register_buffer("weight_scale", scale)
+        bias = linear.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+        self.uses_onednn = quantized.numel() >= ONEDNN_MIN_BYTES and onednn_int8_is_exact()
+        if self.uses_onednn:
+            self.register_buffer("weight_packed", torch.ops.onednn.qlinear_prepack(quantized, None))
+            self.register_buffer("weight_zero", torch.zeros(self.out_features, dtype=torch.long))
+        else:
+            # (in, out) as a transposed view: the layout _int_mm reads fastest at one row
+            self.register_buffer("weight_t", quantized.t())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Called ~100-170 times per step on a 0.5B model: every op here costs a dispatch,
+        # so the fewest ops and in-place ones where the tensor is new anyway.
+        rows = x.reshape(-1, self.in_features)
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127)
+        quantized = (rows / scale).round_()
+        if self.uses_onednn:
+            out = _onednn_matmul(
+                quantized.add_(_ZERO_POINT).to(torch.uint8),
+                self.weight_packed,
+                self.weight_scale,
+                self.weight_zero,
+            )
+        else:
+            out = torch._int_mm(quantized.to(torch.int8), self.weight_t).mul(self.weight_scale)
+        out.mul_(scale)
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def _onednn_matmul(
+    activations: torch.Tensor,
+    packed: torch.Tensor,
+    weight_scale: torch.Tensor,
+    weight_zero: torch.Tensor,
+) -> torch.Tensor:
+    """(rows, in) uint8 (zero point 128) x packed int8 weights -> (rows, out) float32,
+    each column multiplied by its weight scale."""
+    return torch.ops.onednn.qlinear_pointwise(
+        activations,
+        1.0,
+        _ZERO_POINT,
+        packed,
+        weight_scale,
+        weight_zero,
+        None,
+        1.0,
+        0,
+        torch.float32,
+        "none",
+        [],
+        "",
+    )
+
+
+@functools.cache
+def onednn_int8_is_exact() -> bool:
+    """Whether oneDNN's int8 matmul runs here and matches `_int_mm` exactly, on the
+    values that would saturate a 16-bit partial sum (checked once per process)."""
+    try:
+        generator = torch.Generator().manual_seed(0)
+        weight = torch.randint(-127, 128, (64, 256), dtype=torch.int8, generator=generator)
+        weight[:32] = 127  # 127 * 127 pairs: the sums a non-VNNI path would saturate
+        activations = torch.randint(-127, 128, (4, 256), dtype=torch.int8, generator=generator)
+        activations[:2] = 127
+        scale = torch.ones(64)
+        expected = torch._int_mm(activations, weight.t()).float()
+        got = _onednn_matmul(
+            (activations.int() + _ZERO_POINT).to(torch.uint8),
+            torch.ops.onednn.qlinear_prepack(weight, None),
+            scale,
+            torch.zeros(64, dtype=torch.long),
+        )
+        exact = torch.equal(got, expected)
+    except (RuntimeError, AttributeError) as error:  # no oneDNN in this torch build
+        log.info("int8: oneDNN's int8 matmul is unavailable (%s); using torch._int_mm", error)
+        return False
+    if not exact:
+        log.info("int8: oneDNN's int8 matmul is not exact on this CPU; using torch._int_mm")
+    return exact
