@@ -47,6 +47,7 @@ from inferd.backends.mlx_decode_batch import DecodeBatch
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
 from inferd.backends.mlx_sampler import BatchSampler, RowSampling, row_sampling
+from inferd.scheduler import prompt_budget
 
 log = logging.getLogger("inferd.mlx")
 # Prompt tokens a step gives prefills at least, however many rows decode.
@@ -191,8 +192,13 @@ class MlxBatcher:
         A chunk that leaves part of its prompt for later runs now, on the sequence's own
         cache; the prompts that end in this step go to plan.ending, to run together.
         """
-        limit = self.max_batch_tokens if len(self.batch) else self.max_prefill_tokens
-        budget = max(limit - len(self.batch), MIN_PREFILL_TOKENS)
+        budget = prompt_budget(
+            len(self.batch),
+            len(self._prefilling) + len(self._waiting),
+            self.max_batch_tokens,
+            self.max_prefill_tokens,
+            floor=MIN_PREFILL_TOKENS,
+        )
         for seq in list(self._prefilling):
             budget -= self._plan(seq, budget, plan, errors)
         # Later prompts start only when there is budget for them, so one that shares a

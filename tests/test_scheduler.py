@@ -6,7 +6,7 @@ import pytest
 
 from inferd.backends.base import SamplingParams
 from inferd.kv_blocks import BlockManager
-from inferd.scheduler import Scheduler
+from inferd.scheduler import Scheduler, prompt_budget
 from inferd.sequence import SequenceState
 
 PARAMS = SamplingParams(temperature=0.0)
@@ -101,3 +101,28 @@ def test_a_prompt_waits_while_memory_is_short():
     add(sched, 2, 8)
     assert step(sched) == [(1, 8), (2, 4)]  # only one block left for the second
     assert step(sched) == [(1, 1)]  # the first needs its third block: the second is preempted
+
+
+def test_the_prompt_budget_grows_with_the_prompts_waiting():
+    # nothing decoding: the whole prefill budget
+    assert prompt_budget(0, 1, 64, 512, floor=16) == 512
+    # one prompt among 8 decodes: what the step's 64 leave
+    assert prompt_budget(8, 1, 64, 512, floor=16) == 56
+    # a burst: 64 a prompt, up to the prefill budget, the decodes' share first
+    assert prompt_budget(1, 7, 64, 512, floor=16) == 447
+    assert prompt_budget(8, 20, 64, 512, floor=16) == 504
+    # however many decode, a prompt advances
+    assert prompt_budget(100, 1, 64, 512, floor=16) == 16
+
+
+def test_a_burst_of_prompts_starts_together_while_one_long_prompt_goes_in_chunks():
+    sched = scheduler(budget=8, prefill=32)
+    add(sched, 1, 3)
+    assert step(sched) == [(1, 3)]
+    for seq_id in (2, 3, 4):
+        add(sched, seq_id, 6)
+    # one decode and three prompts: 8 tokens a prompt, less the decode
+    assert step(sched) == [(1, 1), (2, 6), (3, 6), (4, 6)]
+    add(sched, 5, 40)
+    # four decodes and one long prompt: the step stays within 8 tokens
+    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 4)]
