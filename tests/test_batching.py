@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from inferd.backends import torch_int8
 from inferd.backends.base import SamplingParams
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
 from inferd.backends.torch_batcher import TorchBatcher
+from inferd.backends.torch_int8 import onednn_int8_is_exact
 from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
 
 pytestmark = pytest.mark.real_model
@@ -130,3 +132,22 @@ def test_preempted_sequences_finish_with_the_output_alone(stories):
     # 24 blocks of 4 cannot hold four sequences of ~48 tokens: some are preempted
     engine = batcher(stories, kv_cache_tokens=96, prefix_cache_tokens=0)
     assert run_together(engine, prompts, [GREEDY] * 4, (0, 0, 0, 0), [40] * 4) == alone
+
+
+@pytest.mark.skipif(not onednn_int8_is_exact(), reason="oneDNN's int8 matmul is not exact here")
+def test_int8_on_either_kernel_gives_the_same_tokens_alone_and_together(
+    stories_path: Path, monkeypatch
+):
+    """stories260K's weights are all below ONEDNN_MIN_BYTES: lowered to 1 byte, every
+    Linear takes oneDNN's kernel, whose integer products are _int_mm's bit for bit."""
+    outputs = []
+    for min_bytes in (1 << 62, 1):  # every Linear on _int_mm, then every one on oneDNN
+        monkeypatch.setattr(torch_int8, "ONEDNN_MIN_BYTES", min_bytes)
+        backend = TorchBackend(str(stories_path), quantization="int8", options=OPTIONS)
+        backend.load()
+        prompts = ids(backend, *PROMPTS)
+        alone = expected(backend, prompts, [GREEDY] * 4)
+        together = run_together(batcher(backend), prompts, [GREEDY] * 4, (0, 0, 3, 7), [TOKENS] * 4)
+        assert together == alone
+        outputs.append(alone)
+    assert outputs[0] == outputs[1]
