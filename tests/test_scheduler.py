@@ -108,9 +108,9 @@ def test_the_prompt_budget_grows_with_the_prompts_waiting():
     assert prompt_budget(0, 1, 64, 512, floor=16) == 512
     # one prompt among 8 decodes: what the step's 64 leave
     assert prompt_budget(8, 1, 64, 512, floor=16) == 56
-    # a burst: 64 a prompt, up to the prefill budget, the decodes' share first
-    assert prompt_budget(1, 7, 64, 512, floor=16) == 447
-    assert prompt_budget(8, 20, 64, 512, floor=16) == 504
+    # a burst: 64 a prompt, up to the prefill budget
+    assert prompt_budget(1, 7, 64, 512, floor=16) == 448
+    assert prompt_budget(8, 20, 64, 512, floor=16) == 512
     # however many decode, a prompt advances
     assert prompt_budget(100, 1, 64, 512, floor=16) == 16
 
@@ -119,10 +119,14 @@ def test_a_burst_of_prompts_starts_together_while_one_long_prompt_goes_in_chunks
     sched = scheduler(budget=8, prefill=32)
     add(sched, 1, 3)
     assert step(sched) == [(1, 3)]
-    for seq_id in (2, 3, 4):
-        add(sched, seq_id, 6)
-    # one decode and three prompts: 8 tokens a prompt, less the decode
-    assert step(sched) == [(1, 1), (2, 6), (3, 6), (4, 6)]
-    add(sched, 5, 40)
-    # four decodes and one long prompt: the step stays within 8 tokens
-    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 4)]
+    for seq_id in (2, 3, 4, 5):
+        add(sched, seq_id, 8)
+    # one decode and four prompts: 8 tokens a prompt, all four in one step
+    assert step(sched) == [(1, 1), (2, 8), (3, 8), (4, 8), (5, 8)]
+    add(sched, 6, 40)
+    # five decodes and one long prompt: what the decodes leave of 8, but one block (4) at least
+    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 4)]
+    add(sched, 7, 3)
+    add(sched, 8, 3)
+    # the long prompt is one of three now: 8 tokens each, oldest first
+    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 24)]
