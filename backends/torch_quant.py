@@ -4,7 +4,8 @@
 - "int8" (the CPU default): int8 weights with a scale per output channel and each
   token's activations quantized to int8 with its own scale (backends/torch_int8.py),
   every Linear, the output projection included (for small models the largest); the
-  gate and up projections of gated MLPs stacked into one (backends/torch_gated_mlp.py).
+  gate and up projections of gated MLPs stacked into one (backends/torch_gated_mlp.py),
+  and so are an attention block's q, k and v projections (backends/torch_qkv.py).
 - "int4": groupwise 4-bit weights through torch's own CPU kernel
   (`_weight_int4pack_mm_for_cpu`, bf16 activations): half the bytes of int8 again.
 
@@ -23,6 +24,7 @@ from torch import nn
 from inferd.backends.base import BackendError
 from inferd.backends.torch_gated_mlp import stack_gated_mlps
 from inferd.backends.torch_int8 import Int8Linear
+from inferd.backends.torch_qkv import share_qkv_projections
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -61,6 +63,7 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
     """The model with its Linear layers in the weight format (replaced in place)."""
     if quantization == "int8":
         stack_gated_mlps(model)
+        share_qkv_projections(model)
         _replace_linears(model, Int8Linear, lambda linear: True)
     elif quantization == "int4":
         # the packed layout wants whole groups along the input, 16s along the output
