@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
+from inferd.backends.torch_decoder import lean_decoder
 from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
 from inferd.sequence import SequenceState
 
@@ -32,6 +33,8 @@ class ModelRunner:
         self.cache = cache
         self.device = model.device
         self._block_offsets = torch.arange(cache.block_size)
+        # transformers' own modules without its wrappers, where that gives its logits
+        self._lean = lean_decoder(model, cache)
 
     def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
         decodes = [(seq, n) for seq, n in items if n == 1]
@@ -66,16 +69,19 @@ class ModelRunner:
         input_ids = self._to_device(torch.tensor([ids]))
         position_ids = self._to_device(torch.tensor([positions]))
         # only the rows that sample go through the output projection (none: it is skipped)
-        keep_index = torch.tensor(keep, dtype=torch.long)
-        out = self.model(
-            input_ids=input_ids,
-            position_ids=position_ids,
-            use_cache=False,
-            logits_to_keep=self._to_device(keep_index),
-            **{LAYOUT_KWARG: layout},
-        )
+        keep_index = self._to_device(torch.tensor(keep, dtype=torch.long))
+        if self._lean is not None:
+            logits = self._lean(input_ids, position_ids, keep_index, layout)
+        else:
+            logits = self.model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                use_cache=False,
+                logits_to_keep=keep_index,
+                **{LAYOUT_KWARG: layout},
+            ).logits
         # fp32 logits like generate(), so a greedy pick matches it exactly
-        return out.logits[0].float()
+        return logits[0].float()
 
     def _slots(self, items: Sequence[tuple[SequenceState, int]]) -> torch.Tensor:
         """The cache slot of each token about to run, in packed-row order."""

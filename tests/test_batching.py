@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inferd.backends import torch_int8
+from inferd.backends import torch_int8, torch_runner
 from inferd.backends.base import SamplingParams
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
 from inferd.backends.torch_batcher import TorchBatcher
@@ -151,3 +151,16 @@ def test_int8_on_either_kernel_gives_the_same_tokens_alone_and_together(
         assert together == alone
         outputs.append(alone)
     assert outputs[0] == outputs[1]
+
+
+def test_the_lean_forward_and_transformers_forward_give_the_same_tokens(stories, monkeypatch):
+    """stories260K is a Llama: its runner takes backends/torch_decoder.py's lean pass.
+    Decodes, chunked prompts beside them and cached prefixes give the same tokens
+    through transformers' own forward."""
+    prompts = ids(stories, *PROMPTS, LONG_PROMPT)
+    params = [GREEDY] * 5
+    joins, lengths = (0, 0, 3, 7, 2), [TOKENS] * 5
+    lean = run_together(batcher(stories, max_batch_tokens=8), prompts, params, joins, lengths)
+    monkeypatch.setattr(torch_runner, "lean_decoder", lambda model, cache: None)
+    plain = run_together(batcher(stories, max_batch_tokens=8), prompts, params, joins, lengths)
+    assert lean == plain

@@ -1,0 +1,119 @@
+"""A lean forward pass for Llama-family decoders: transformers' own modules and math,
+without the wrappers around them.
+
+A transformers forward pass goes through decorators, keyword plumbing, mask builders and
+output classes in every layer; for a 24-layer 0.5B model that is ~2 ms of a ~38 ms
+int8 decode step. LeanDecoder calls the model's own modules in the order its decoder
+layers do -- norm, q/k/v (Qwen3's q/k norms included), the architecture's own
+`apply_rotary_pos_emb`, the paged attention, o, residual, norm, MLP, residual -- and the
+output projection on the rows that sample only. Measured 1.05-1.08x faster decode steps
+at one stream and 1.07x at eight (Qwen2.5-0.5B, int8, 2 cores).
+
+Only the architectures in LEAN_ARCHITECTURES, and only when a probe gives exactly
+transformers' logits (lean_decoder()); any other model runs transformers' forward.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+from transformers import PreTrainedModel
+
+from inferd.backends.torch_attention import (
+    LAYOUT_KWARG,
+    PrefillChunk,
+    StepLayout,
+    paged_attention,
+)
+from inferd.backends.torch_kv_cache import KVCache
+
+LEAN_ARCHITECTURES = frozenset(
+    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+)
+_PROBE_TOKENS = 5
+
+
+class LeanDecoder:
+    def __init__(self, model: PreTrainedModel) -> None:
+        inner = model.model
+        self.embed_tokens = inner.embed_tokens
+        self.rotary_emb = inner.rotary_emb
+        self.layers = list(inner.layers)
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        attention = type(self.layers[0].self_attn)
+        self._rotate: Callable = sys.modules[attention.__module__].apply_rotary_pos_emb
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        keep: torch.Tensor,
+        layout: StepLayout,
+    ) -> torch.Tensor:
+        """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step."""
+        hidden = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_emb(hidden, position_ids)
+        shape = (*hidden.shape[:-1], -1)
+        attention_kwargs = {LAYOUT_KWARG: layout}
+        for layer in self.layers:
+            attention = layer.self_attn
+            heads = (*shape[:-1], -1, attention.head_dim)
+            x = layer.input_layernorm(hidden)
+            query = attention.q_proj(x).view(heads)
+            key = attention.k_proj(x).view(heads)
+            value = attention.v_proj(x).view(heads).transpose(1, 2)
+            if hasattr(attention, "q_norm"):  # Qwen3
+                query, key = attention.q_norm(query), attention.k_norm(key)
+            query, key = self._rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
+            out, _ = paged_attention(
+                attention, query, key, value, None, scaling=attention.scaling, **attention_kwargs
+            )
+            hidden = hidden + attention.o_proj(out.reshape(shape))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.lm_head(self.norm(hidden)[:, keep])  # only the rows that sample
+
+
+def lean_decoder(model: PreTrainedModel, cache: KVCache) -> LeanDecoder | None:
+    """A LeanDecoder for `model` if its architecture is one and a probe step through a
+    scratch cache gives transformers' logits exactly; None otherwise."""
+    if type(model).__name__ not in LEAN_ARCHITECTURES:
+        return None
+    try:
+        decoder = LeanDecoder(model)
+    except AttributeError:  # a variant without the usual module names
+        return None
+    device = cache.keys[0].device
+    scratch = KVCache(
+        num_layers=len(cache.keys),
+        kv_heads=cache.keys[0].shape[0],
+        head_dim=cache.keys[0].shape[-1],
+        num_blocks=2,
+        block_size=max(cache.block_size, _PROBE_TOKENS),
+        dtype=cache.dtype,
+        device=device,
+    )
+    slots = torch.arange(_PROBE_TOKENS, device=device) + scratch.block_size  # block 1
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(vocab, (1, _PROBE_TOKENS), generator=generator).to(device)
+    positions = torch.arange(_PROBE_TOKENS, device=device)[None]
+    keep = torch.arange(_PROBE_TOKENS, device=device)
+
+    def layout() -> StepLayout:
+        probe = StepLayout(scratch, slots)
+        probe.prefills.append(PrefillChunk(0, _PROBE_TOKENS, slots, None))
+        return probe
+
+    with torch.inference_mode():
+        expected = model(
+            input_ids=ids,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=keep,
+            **{LAYOUT_KWARG: layout()},
+        ).logits
+        got = decoder(ids, positions, keep, layout())
+    return decoder if torch.equal(got, expected) else None
