@@ -14,27 +14,12 @@ from transformers import (
 )
 
 from inferd.backends import torch_decoder
-from inferd.backends.torch_attention import ATTENTION_NAME
 from inferd.backends.torch_decoder import LeanDecoder, lean_decoder
 from inferd.backends.torch_kv_cache import KVCache
 from inferd.backends.torch_quant import quantize
+from tests.tiny_models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-SHAPE = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 300,
-}
-
-
-def tiny(kind, config_class, **extra):
-    torch.manual_seed(0)
-    model = kind(config_class(**SHAPE, **extra)).eval()
-    model.set_attn_implementation(ATTENTION_NAME)
-    return model
 
 
 def cache_for(model) -> KVCache:
@@ -62,18 +47,18 @@ def cache_for(model) -> KVCache:
 def test_each_family_gets_a_lean_decoder_with_transformers_logits(
     kind, config_class, extra, quantization
 ):
-    model = quantize(tiny(kind, config_class, **extra), quantization)
+    model = quantize(tiny_model(kind, config_class, **extra), quantization)
     assert isinstance(lean_decoder(model, cache_for(model)), LeanDecoder)
 
 
 def test_an_architecture_not_listed_keeps_transformers_forward(monkeypatch):
-    model = tiny(Qwen2ForCausalLM, Qwen2Config)
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
     monkeypatch.setattr(torch_decoder, "LEAN_ARCHITECTURES", frozenset({"LlamaForCausalLM"}))
     assert lean_decoder(model, cache_for(model)) is None
 
 
 def test_a_lean_pass_that_differs_from_transformers_is_not_used(monkeypatch):
-    model = tiny(LlamaForCausalLM, LlamaConfig)
+    model = tiny_model(LlamaForCausalLM, LlamaConfig)
     real = LeanDecoder.__call__
 
     def off_by_a_little(self, *args):

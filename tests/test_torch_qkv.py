@@ -12,21 +12,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from inferd.backends.torch_int8 import Int8Linear
 from inferd.backends.torch_qkv import SharedProjection, share_qkv_projections
 from inferd.backends.torch_quant import _replace_linears, quantize
+from tests.tiny_models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-def tiny_qwen() -> Qwen2ForCausalLM:
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=300,
-    )
-    return Qwen2ForCausalLM(config).eval()
 
 
 class Projections(nn.Module):
@@ -41,7 +29,7 @@ class Projections(nn.Module):
 
 
 def test_a_model_with_shared_projections_gives_the_same_logits_bit_for_bit():
-    model = tiny_qwen()
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config, attention="eager")
     separate = copy.deepcopy(model)
     _replace_linears(separate, Int8Linear, lambda linear: True)
     shared = quantize(model, "int8")
