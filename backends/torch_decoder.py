@@ -6,8 +6,8 @@ output classes in every layer; for a 24-layer 0.5B model that is ~2 ms of a ~38 
 int8 decode step. LeanDecoder calls the model's own modules in the order its decoder
 layers do -- norm, q/k/v (Qwen3's q/k norms included), the architecture's own
 `apply_rotary_pos_emb`, the paged attention, o, residual, norm, MLP, residual -- and the
-output projection on the rows that sample only. Measured 1.05-1.08x faster decode steps
-at one stream and 1.07x at eight (Qwen2.5-0.5B, int8, 2 cores).
+output projection on the rows that sample only. Measured 1.04-1.09x faster decode steps
+at one stream and 1.02-1.07x at eight (Qwen2.5-0.5B, int8, 2 cores, interleaved A/B).
 
 Only the architectures in LEAN_ARCHITECTURES, and only when a probe gives exactly
 transformers' logits (lean_decoder()); any other model runs transformers' forward.
