@@ -14,7 +14,7 @@ logic in its forward is left as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -47,27 +47,41 @@ def stack_gated_mlps(model: nn.Module) -> int:
     return rewritten
 
 
+def stack_linears(linears: Sequence[nn.Linear]) -> nn.Linear | None:
+    """One Linear whose outputs are the given Linears' outputs side by side (their
+    weights and biases concatenated); None unless they read the same input width and
+    all or none have a bias. torch_qkv.py stacks q/k/v with it too."""
+    first = linears[0]
+    if len({linear.in_features for linear in linears}) != 1:
+        return None
+    if len({linear.bias is None for linear in linears}) != 1:
+        return None
+    stacked = nn.Linear(
+        first.in_features,
+        sum(linear.out_features for linear in linears),
+        bias=first.bias is not None,
+        device=first.weight.device,
+        dtype=first.weight.dtype,
+    )
+    with torch.no_grad():
+        stacked.weight.copy_(torch.cat([linear.weight for linear in linears]))
+        if first.bias is not None:
+            stacked.bias.copy_(torch.cat([linear.bias for linear in linears]))
+    return stacked
+
+
 def _stacked(module: nn.Module) -> GatedMLP | None:
     gate, up, down = (getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj"))
     act_fn = getattr(module, "act_fn", None)
     if not (
         all(isinstance(linear, nn.Linear) for linear in (gate, up, down))
         and callable(act_fn)
-        and gate.weight.shape == up.weight.shape
-        and (gate.bias is None) == (up.bias is None)
+        and gate.out_features == up.out_features
     ):
         return None
-    stacked = nn.Linear(
-        gate.in_features,
-        2 * gate.out_features,
-        bias=gate.bias is not None,
-        device=gate.weight.device,
-        dtype=gate.weight.dtype,
-    )
-    with torch.no_grad():
-        stacked.weight.copy_(torch.cat([gate.weight, up.weight]))
-        if gate.bias is not None:
-            stacked.bias.copy_(torch.cat([gate.bias, up.bias]))
+    stacked = stack_linears([gate, up])
+    if stacked is None:
+        return None
     fused = GatedMLP(stacked, down, act_fn, gate.out_features)
     return fused if _same_output(module, fused, gate) else None
 

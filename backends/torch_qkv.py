@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from inferd.backends.torch_gated_mlp import stack_linears
 from inferd.backends.torch_int8 import Int8Linear
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
@@ -73,34 +74,16 @@ def share_qkv_projections(model: nn.Module) -> int:
         linears = [getattr(module, name, None) for name in PROJECTIONS]
         if not all(isinstance(linear, nn.Linear) for linear in linears):
             continue
-        if len({linear.in_features for linear in linears}) != 1:
-            continue
-        has_bias = [linear.bias is not None for linear in linears]
-        if any(has_bias) and not all(has_bias):
+        stacked_linear = stack_linears(linears)
+        if stacked_linear is None:
             continue
         shared = _SharedProduct(
-            Int8Linear(_stack(linears)), [linear.out_features for linear in linears]
+            Int8Linear(stacked_linear), [linear.out_features for linear in linears]
         )
-        # the stacked Linear belongs to q_proj's module, so it is listed once
+        # registered on the attention block, so the block's modules list it once
         for index, (name, linear) in enumerate(zip(PROJECTIONS, linears, strict=True)):
             setattr(module, name, SharedProjection(shared, index, linear))
         module.qkv_stacked = shared.stacked
         module.register_forward_pre_hook(shared.forget)
         stacked += 1
     return stacked
-
-
-def _stack(linears: list[nn.Linear]) -> nn.Linear:
-    first = linears[0]
-    out = nn.Linear(
-        first.in_features,
-        sum(linear.out_features for linear in linears),
-        bias=first.bias is not None,
-        dtype=first.weight.dtype,
-        device=first.weight.device,
-    )
-    with torch.no_grad():
-        out.weight.copy_(torch.cat([linear.weight for linear in linears]))
-        if first.bias is not None:
-            out.bias.copy_(torch.cat([linear.bias for linear in linears]))
-    return out
