@@ -90,23 +90,37 @@ def paged_attention(
 def _decode_attention(
     layout: StepLayout, layer: int, query: torch.Tensor, scaling: float | None
 ) -> torch.Tensor:
-    """The decode rows' attention, all rows at once: (rows, heads, head_dim).
+    """The decode rows' attention, all rows at once: (rows, heads, head_dim)."""
+    keys, values = layout.cache.gather(layer, layout.decode_slots)  # (kv, rows, length, d)
+    rows = layout.num_decode
+    return attend_decode(query[0, :, :rows], keys, values, layout.decode_mask, scaling)
+
+
+def attend_decode(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float | None,
+) -> torch.Tensor:
+    """Single-token queries (heads, rows, head_dim) against their rows' gathered keys and
+    values (kv_heads, rows, length, head_dim), masked by (1, rows, 1, length) 0 / -inf:
+    (rows, heads, head_dim). Plain tensor ops, so torch.compile can fuse it
+    (backends/torch_compiled_decode.py).
 
     Two batched matrix products over (kv_head, row), each query head grouped under its
     key/value head, measured 2x faster than scaled_dot_product_attention (with
     enable_gqa or repeated heads) for single-token queries on a CPU.
     """
-    rows = layout.num_decode
-    heads, head_dim = query.shape[1], query.shape[3]
-    keys, values = layout.cache.gather(layer, layout.decode_slots)  # (kv, rows, length, d)
+    heads, rows, head_dim = query.shape
     kv_heads = keys.shape[0]
     group = heads // kv_heads
     scale = scaling if scaling is not None else head_dim**-0.5
     # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
-    q = query[0, :, :rows].reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
+    q = query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
     scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
-    if layout.decode_mask is not None:
-        scores = scores + layout.decode_mask  # 0 or -inf per (row, position)
+    if mask is not None:
+        scores = scores + mask  # 0 or -inf per (row, position)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
     attended = torch.matmul(weights, values)  # (kv, rows, group, d)
     return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)

@@ -21,6 +21,7 @@ from inferd.backends import torch_attention
 from inferd.backends.base import BackendError, ChatMessage, EngineOptions, ModelInfo
 from inferd.backends.chat_template import render_plain_chat
 from inferd.backends.torch_batcher import TorchBatcher
+from inferd.backends.torch_compiled_decode import AUTO_MIN_PARAMETERS
 from inferd.backends.torch_kv_cache import KVCache
 from inferd.backends.torch_malloc import keep_freed_memory
 from inferd.backends.torch_quant import (
@@ -159,10 +160,18 @@ class TorchBackend:
             options.max_prefill_tokens,
         )
         sampler = Sampler(self.device, config.vocab_size)
-        runner = ModelRunner(self._model, cache)
+        runner = ModelRunner(self._model, cache, self._compile_decode())
         if self.device.type != "cpu":
             return TorchBatcher(runner, sampler, scheduler)
         return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
+
+    def _compile_decode(self) -> bool:
+        """The `compile` option; by default CPU models of AUTO_MIN_PARAMETERS and more,
+        where the steps' small operators cost most (compiling takes ~20-60 s at load)."""
+        if self.options.compile is not None:
+            return self.options.compile
+        assert self._model is not None
+        return self.device.type == "cpu" and self._model.num_parameters() >= AUTO_MIN_PARAMETERS
 
     def _loaded_tokenizer(self) -> Any:
         if self._tokenizer is None:

@@ -37,6 +37,7 @@ _PROBE_TOKENS = 5
 
 class LeanDecoder:
     def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
         inner = model.model
         self.embed_tokens = inner.embed_tokens
         self.rotary_emb = inner.rotary_emb
@@ -60,20 +61,34 @@ class LeanDecoder:
         attention_kwargs = {LAYOUT_KWARG: layout}
         for layer in self.layers:
             attention = layer.self_attn
-            heads = (*shape[:-1], -1, attention.head_dim)
-            x = layer.input_layernorm(hidden)
-            query = attention.q_proj(x).view(heads)
-            key = attention.k_proj(x).view(heads)
-            value = attention.v_proj(x).view(heads).transpose(1, 2)
-            if hasattr(attention, "q_norm"):  # Qwen3
-                query, key = attention.q_norm(query), attention.k_norm(key)
-            query, key = self._rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
+            query, key, value = self.attention_inputs(
+                attention, layer.input_layernorm(hidden), cos, sin
+            )
             out, _ = paged_attention(
                 attention, query, key, value, None, scaling=attention.scaling, **attention_kwargs
             )
             hidden = hidden + attention.o_proj(out.reshape(shape))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return self.lm_head(self.norm(hidden)[:, keep])  # only the rows that sample
+
+    def attention_inputs(
+        self, attention: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value (1, heads, tokens, head_dim) of normed hidden states x
+        (1, tokens, hidden): projected, Qwen3's q/k norms, rotary positions."""
+        heads = (*x.shape[:-1], -1, attention.head_dim)
+        stacked = getattr(attention, "qkv_stacked", None)  # int8: one matmul for q, k, v
+        if stacked is not None:
+            widths = [attention.q_proj.out_features, attention.k_proj.out_features]
+            widths.append(stacked.out_features - sum(widths))
+            query, key, value = stacked(x).split(widths, dim=-1)
+        else:
+            query, key, value = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+        query, key, value = query.view(heads), key.view(heads), value.view(heads)
+        if hasattr(attention, "q_norm"):  # Qwen3
+            query, key = attention.q_norm(query), attention.k_norm(key)
+        query, key = self._rotate(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
+        return query, key, value.transpose(1, 2)
 
 
 def lean_decoder(model: PreTrainedModel, cache: KVCache) -> LeanDecoder | None:

@@ -61,7 +61,10 @@ class Int8Linear(nn.Module):
         scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127)
         quantized = (rows / scale).round_()
         if self.uses_onednn:
-            out = _onednn_matmul(
+            # under torch.compile, the opaque op: inductor's own lowering of oneDNN's
+            # matmul wants the packed weight as a frozen constant, which it is not here
+            matmul = onednn_int8_matmul if torch.compiler.is_compiling() else _onednn_matmul
+            out = matmul(
                 quantized.add_(_ZERO_POINT).to(torch.uint8),
                 self.weight_packed,
                 self.weight_scale,
@@ -98,6 +101,27 @@ def _onednn_matmul(
         [],
         "",
     )
+
+
+@torch.library.custom_op("inferd::onednn_int8_matmul", mutates_args=())
+def onednn_int8_matmul(
+    activations: torch.Tensor,
+    packed: torch.Tensor,
+    weight_scale: torch.Tensor,
+    weight_zero: torch.Tensor,
+) -> torch.Tensor:
+    """_onednn_matmul as an operator torch.compile calls as it is, not lowers."""
+    return _onednn_matmul(activations, packed, weight_scale, weight_zero)
+
+
+@onednn_int8_matmul.register_fake
+def _(
+    activations: torch.Tensor,
+    packed: torch.Tensor,
+    weight_scale: torch.Tensor,
+    weight_zero: torch.Tensor,
+) -> torch.Tensor:
+    return activations.new_empty((activations.shape[0], weight_scale.shape[0]), dtype=torch.float32)
 
 
 @functools.cache

@@ -45,13 +45,20 @@ class KVCache:
 
     def write(self, layer: int, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
         """Store new tokens' (kv_heads, tokens, head_dim) keys and values at `slots`."""
-        self.keys[layer].index_copy_(1, slots, keys)
-        self.values[layer].index_copy_(1, slots, values)
+        write_slots(self.keys[layer], slots, keys)
+        write_slots(self.values[layer], slots, values)
 
     def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values at `slots` (any shape), as (kv_heads, *slots.shape, head_dim)."""
-        flat = slots.reshape(-1)
-        keys = self.keys[layer].index_select(1, flat)
-        values = self.values[layer].index_select(1, flat)
-        shape = (keys.shape[0], *slots.shape, keys.shape[-1])
-        return keys.view(shape), values.view(shape)
+        return gather_slots(self.keys[layer], slots), gather_slots(self.values[layer], slots)
+
+
+# On one layer's (kv_heads, slots, head_dim) tensor, for KVCache and for compiled code
+# that is handed the layers' tensors (backends/torch_compiled_decode.py).
+def write_slots(layer_tensor: torch.Tensor, slots: torch.Tensor, new: torch.Tensor) -> None:
+    layer_tensor.index_copy_(1, slots, new)
+
+
+def gather_slots(layer_tensor: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    gathered = layer_tensor.index_select(1, slots.reshape(-1))
+    return gathered.view(layer_tensor.shape[0], *slots.shape, layer_tensor.shape[-1])

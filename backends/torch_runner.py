@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
+from inferd.backends.torch_compiled_decode import compiled_decode
 from inferd.backends.torch_decoder import lean_decoder
 from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
 from inferd.sequence import SequenceState
@@ -28,13 +29,25 @@ class StepOutput:
 
 
 class ModelRunner:
-    def __init__(self, model: PreTrainedModel, cache: KVCache) -> None:
+    def __init__(
+        self, model: PreTrainedModel, cache: KVCache, compile_decode: bool = False
+    ) -> None:
+        """compile_decode: compile the steps of decode rows only (at once: seconds to
+        minutes) where the model has a LeanDecoder and the compiled graph passes its probe."""
         self.model = model
         self.cache = cache
         self.device = model.device
         self._block_offsets = torch.arange(cache.block_size)
         # transformers' own modules without its wrappers, where that gives its logits
         self._lean = lean_decoder(model, cache)
+        self._compiled = None
+        if compile_decode and self._lean is not None:
+            self._compiled = compiled_decode(self._lean, cache)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether decode-only steps run a compiled graph."""
+        return self._compiled is not None
 
     def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
         decodes = [(seq, n) for seq, n in items if n == 1]
@@ -70,7 +83,9 @@ class ModelRunner:
         position_ids = self._to_device(torch.tensor([positions]))
         # only the rows that sample go through the output projection (none: it is skipped)
         keep_index = self._to_device(torch.tensor(keep, dtype=torch.long))
-        if self._lean is not None:
+        if self._compiled is not None and not layout.prefills:
+            logits = self._compiled(input_ids, position_ids, keep_index, layout)
+        elif self._lean is not None:
             logits = self._lean(input_ids, position_ids, keep_index, layout)
         else:
             logits = self.model(

@@ -37,6 +37,8 @@ def stories(stories_path: Path) -> TorchBackend:
 
 
 def batcher(backend: TorchBackend, **options: int) -> TorchBatcher:
+    """The backend's batcher with OPTIONS changed by `options` (its `compile` kept)."""
+    options.setdefault("compile", backend.options.compile)
     backend.options = dataclasses.replace(OPTIONS, **options)
     return backend.batcher(8)
 
@@ -164,3 +166,22 @@ def test_the_lean_forward_and_transformers_forward_give_the_same_tokens(stories,
     monkeypatch.setattr(torch_runner, "lean_decoder", lambda model, cache: None)
     plain = run_together(batcher(stories, max_batch_tokens=8), prompts, params, joins, lengths)
     assert lean == plain
+
+
+def test_compiled_decode_steps_give_the_same_tokens_alone_and_together(stories_path: Path):
+    """backends/torch_compiled_decode.py: one graph for any number of decode rows, so a
+    sequence alone runs the very loops it runs in a batch (int8, the CPU default)."""
+    options = dataclasses.replace(OPTIONS, compile=True)
+    backend = TorchBackend(str(stories_path), quantization="int8", options=options)
+    backend.load()
+    assert backend.batcher(8).runner.compiled
+    prompts = ids(backend, *PROMPTS)
+    alone = expected(backend, prompts, [GREEDY] * 4)
+    together = run_together(batcher(backend), prompts, [GREEDY] * 4, (0, 0, 3, 7), [TOKENS] * 4)
+    assert together == alone
+
+
+def test_small_models_are_not_compiled_by_default(stories):
+    """stories260K loads in a second; compiling would take longer than it could save."""
+    assert stories.options.compile is None
+    assert not stories.batcher(8).runner.compiled

@@ -6,7 +6,7 @@ import pytest
 
 from inferd.config import ModelConfig
 from inferd.errors import BadRequest, NotFound
-from inferd.registry import ModelRegistry
+from inferd.registry import ModelRegistry, default_backend_factory
 
 
 def _registry(path: str) -> ModelRegistry:
@@ -38,3 +38,13 @@ def test_an_unknown_model_is_404_listing_the_known_ones(tmp_path):
 def test_a_device_this_machine_lacks_is_400_listing_the_available_ones(tmp_path):
     with pytest.raises(BadRequest, match="available devices: cpu"):
         _registry(str(tmp_path)).worker("tiny", "cuda")
+
+
+@pytest.mark.parametrize("compile_decode", [None, True, False])
+def test_the_engine_options_of_a_model_reach_its_torch_backend(tmp_path, compile_decode):
+    model = ModelConfig(
+        id="tiny", name="org/tiny", path=str(tmp_path), max_batch_tokens=32, compile=compile_decode
+    )
+    backend = default_backend_factory(model, "cpu")
+    assert backend.options.compile is compile_decode
+    assert backend.options.max_batch_tokens == 32

@@ -1,0 +1,108 @@
+"""backends/torch_compiled_decode.py: decode steps through torch.compile, or eager ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from inferd.backends import torch_compiled_decode
+from inferd.backends.torch_compiled_decode import CompiledDecode, compiled_decode, probe_inputs
+from inferd.backends.torch_decoder import LeanDecoder
+from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_quant import quantize
+from tests.tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def cache_for(model, num_blocks: int = 12) -> KVCache:
+    config = model.config
+    return KVCache(
+        num_layers=config.num_hidden_layers,
+        kv_heads=config.num_key_value_heads,
+        head_dim=getattr(config, "head_dim", None)
+        or config.hidden_size // config.num_attention_heads,
+        num_blocks=num_blocks,
+        block_size=4,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
+
+
+def identity(function, **options):
+    return function
+
+
+@pytest.fixture(scope="module")
+def compiled_qwen() -> tuple[LeanDecoder, KVCache, CompiledDecode]:
+    """A tiny Qwen2 in int8 (both int8 kernels' paths), compiled once for the module."""
+    model = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config), "int8")
+    decoder, cache = LeanDecoder(model), cache_for(model)
+    compiled = compiled_decode(decoder, cache)
+    assert compiled is not None
+    return decoder, cache, compiled
+
+
+@pytest.mark.parametrize(
+    ("kind", "config_class", "extra"),
+    [(Qwen2ForCausalLM, Qwen2Config, {}), (Qwen3ForCausalLM, Qwen3Config, {"head_dim": 16})],
+)
+@pytest.mark.parametrize("quantization", ["fp32", "int8"])
+def test_the_function_it_compiles_computes_the_lean_forward_exactly(
+    kind, config_class, extra, quantization
+):
+    model = quantize(tiny_model(kind, config_class, **extra), quantization)
+    decoder, cache = LeanDecoder(model), cache_for(model)
+    plain = CompiledDecode(decoder, cache, compiler=identity)
+    with torch.inference_mode():
+        for lengths in ((5,), (3, 9, 6)):
+            inputs = probe_inputs(decoder, cache, lengths)
+            assert torch.equal(plain(*inputs), decoder(*inputs))
+
+
+def test_compiled_logits_are_the_eager_ones_up_to_rounding(compiled_qwen):
+    decoder, cache, compiled = compiled_qwen
+    with torch.inference_mode():
+        inputs = probe_inputs(decoder, cache, (4, 7))
+        expected, got = decoder(*inputs), compiled(*inputs)
+    assert ((got - expected).norm() / expected.norm()).item() < 0.05
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+def test_one_graph_serves_any_number_of_rows_and_a_row_alone_as_in_a_batch(compiled_qwen):
+    decoder, cache, compiled = compiled_qwen
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        first = probe_inputs(decoder, cache, (6,))
+        alone = compiled(*first)
+        ids, positions, keep, layout = probe_inputs(decoder, cache, (6, 3, 11, 2))
+        ids[0, 0] = first[0][0, 0]  # the same token at the same position over the same keys
+        batch = compiled(ids, positions, keep, layout)
+        compiled(*probe_inputs(decoder, cache, (2, 2)))
+    assert counters["stats"]["unique_graphs"] == graphs  # compiled at load, for all of these
+    assert torch.equal(batch[0, 0], alone[0, 0])
+
+
+def test_a_compiler_that_fails_leaves_eager_decoding(monkeypatch, caplog):
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
+
+    def broken(function, **options):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch_compiled_decode.torch, "compile", broken)
+    assert compiled_decode(LeanDecoder(model), cache_for(model)) is None
+    assert "no C++ compiler" in caplog.text
+
+
+def test_a_graph_that_differs_from_eager_is_not_used(monkeypatch, caplog):
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
+    monkeypatch.setattr(torch_compiled_decode, "PROBE_TOLERANCE", -1.0)
+    assert compiled_decode(LeanDecoder(model), cache_for(model)) is None
+    assert "decoding eagerly" in caplog.text
+
+
+def test_a_cache_without_room_for_the_probe_is_not_compiled():
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
+    assert compiled_decode(LeanDecoder(model), cache_for(model, num_blocks=4)) is None
