@@ -52,12 +52,26 @@ class ModelRunner:
     def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
         decodes = [(seq, n) for seq, n in items if n == 1]
         prefills = [(seq, n) for seq, n in items if n > 1]
+        if self._compiled is not None and decodes and prefills:
+            # Decode rows always take the compiled graph, whose rounding differs from the
+            # eager pass: were they to run eagerly here, a sequence would decode
+            # differently depending on whether others were prefilling beside it.
+            first, second = self._run(decodes, []), self._run([], prefills)
+            logits = torch.cat([first.logits, second.logits])
+            return StepOutput(logits, first.sampling + second.sampling)
+        return self._run(decodes, prefills)
+
+    def _run(
+        self,
+        decodes: Sequence[tuple[SequenceState, int]],
+        prefills: Sequence[tuple[SequenceState, int]],
+    ) -> StepOutput:
         ids: list[int] = []
         positions: list[int] = []
         for seq, count in (*decodes, *prefills):
             ids.extend(seq.tokens[seq.num_computed : seq.num_computed + count])
             positions.extend(range(seq.num_computed, seq.num_computed + count))
-        layout = StepLayout(self.cache, self._to_device(self._slots(decodes + prefills)))
+        layout = StepLayout(self.cache, self._to_device(self._slots([*decodes, *prefills])))
         if decodes:
             self._lay_out_decodes(layout, [seq for seq, _ in decodes])
         keep: list[int] = []
