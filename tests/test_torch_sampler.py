@@ -7,7 +7,7 @@ import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from inferd.backends.base import BackendError, SamplingParams, check_params
-from inferd.backends.torch_sampler import Sampler
+from inferd.backends.torch_sampler import Sampler, argmax_rows
 from inferd.sequence import SequenceState
 
 CPU = torch.device("cpu")
@@ -127,3 +127,15 @@ def test_presence_and_frequency_penalties_count_the_recent_window():
     # presence once per id seen, frequency once per occurrence; the other row untouched
     assert penalised[0].tolist() == [0, -16.5, -32.5, -16.5, 0, 0, 0, 0]
     assert penalised[1].tolist() == [0.0] * 8
+
+
+@pytest.mark.parametrize("width", [1024, 1000])  # chunked, and torch's argmax (not 128s)
+def test_argmax_rows_is_torchs_argmax_ties_nans_and_all_minus_inf_included(width):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 50, (6, width), generator=generator).float()  # many ties
+    values[1, 700] = float("nan")
+    values[1, 900] = float("nan")
+    values[2] = float("-inf")
+    values[3, :] = 7.0  # every position ties
+    assert torch.equal(argmax_rows(values), torch.argmax(values, dim=-1))
+    assert argmax_rows(values)[1] == 700
