@@ -5,15 +5,19 @@ A one-stream decode step of a 0.5B model on a CPU spends ~21 ms in its int8 matm
 around them -- activation quantization, norms, rotary embeddings, attention -- and the
 Python that issues them. torch.compile (inductor) turns a group of LAYERS_PER_GRAPH
 decoder layers into one graph of fused C++ loops that calls the matmuls as they are:
-measured 1.3x faster one-stream steps and 1.2x at 8 streams (Qwen2.5-0.5B shape, int8,
-2 cores; `benchmarks/bench_engine.py --compile on,off`).
+1.29x the tokens per second at one stream, 1.31x at 8 and 1.21x at 32 (Qwen2.5-0.5B
+shape, int8, 2 cores; `benchmarks/bench_engine.py` with and without
+`--model-option compile=false`, consecutive runs).
 
-Only steps that are all decodes take this path (steps with prompt chunks run the eager
-LeanDecoder); the graph is compiled once per model, at load, for any number of rows
-(one included: the same loops alone as in a batch, so greedy output stays the same)
-and any cache length. Fused loops round differently from eager ones, so a probe at load
-compares the graph with the eager forward, and any failure -- no C++ compiler, an
-operator inductor cannot take -- leaves the eager path in place.
+Decode rows always take this path: prompt chunks run the eager LeanDecoder, and a step
+that has both runs its decode rows here in a pass of their own (backends/torch_runner.py),
+so a sequence decodes through the same loops whatever runs beside it. The graph is
+compiled once per model, at load, for any number of rows (one included: the same loops
+alone as in a batch, so greedy output stays the same) and any cache length.
+
+Fused loops round differently from eager ones, so a probe at load compares the graph
+with the eager forward, and any failure -- no C++ compiler, an operator inductor cannot
+take -- leaves the eager path in place.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class CompiledDecode:
         count = len(decoder.layers)
         size = math.ceil(count / math.ceil(count / LAYERS_PER_GRAPH))  # even groups
         self._groups = [range(start, min(start + size, count)) for start in range(0, count, size)]
-        self._layers = _compiled_layers(decoder.model, compiler or torch.compile)
+        self._layers = compiled_for(decoder.model, decode_layers, compiler)
 
     def __call__(
         self,
@@ -133,24 +137,34 @@ class CompiledDecode:
         return self.decoder.lm_head(self.decoder.norm(hidden)[:, keep])
 
 
-# A model's compiled decode_layers, shared by its batchers (a graph compiles once).
-_COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[Callable, Callable]] = (
+# Each model's compiled functions, shared by its batchers (a graph compiles once).
+_COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Callable, Callable], Callable]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _compiled_layers(model: torch.nn.Module, compiler: Callable) -> Callable[..., torch.Tensor]:
-    by_compiler = _COMPILED.setdefault(model, {})
-    if compiler not in by_compiler:
+def compiled_for(
+    model: torch.nn.Module, function: types.FunctionType, compiler: Callable | None = None
+) -> Callable[..., torch.Tensor]:
+    """`function` compiled (by torch.compile unless `compiler` is given) for `model` alone."""
+    compiler = compiler or torch.compile
+    by_function = _COMPILED.setdefault(model, {})
+    if (function, compiler) not in by_function:
         # dynamo keeps its graphs (and its recompile limit) per code object: a copy of
         # the function per model keeps one model's graphs from serving or crowding another's
-        code = decode_layers.__code__.replace()
-        own = types.FunctionType(code, decode_layers.__globals__, decode_layers.__name__)
+        code = function.__code__.replace()
+        own = types.FunctionType(code, function.__globals__, function.__name__)
         # No guards on the modules' attributes: checking 8 layers' costs ~0.3 ms a call,
         # and a model's layers do not change after load (nor serve another's graphs).
         guards = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-        by_compiler[compiler] = compiler(own, fullgraph=True, options=guards)
-    return by_compiler[compiler]
+        by_function[function, compiler] = compiler(own, fullgraph=True, options=guards)
+    return by_function[function, compiler]
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """|got - expected| / |expected| over all the values (float32)."""
+    got, expected = got.float(), expected.float()
+    return ((got - expected).norm() / expected.norm()).item()
 
 
 def compiled_decode(decoder: LeanDecoder, cache: KVCache) -> CompiledDecode | None:
@@ -165,8 +179,7 @@ def compiled_decode(decoder: LeanDecoder, cache: KVCache) -> CompiledDecode | No
             # one row, then three of other lengths: the graph and its reuse
             for lengths in ((5,), (3, 9, 6)):
                 inputs = probe_inputs(decoder, cache, lengths)
-                expected, got = decoder(*inputs).float(), compiled(*inputs).float()
-                error = ((got - expected).norm() / expected.norm()).item()
+                error = relative_error(compiled(*inputs), decoder(*inputs))
                 if not error <= PROBE_TOLERANCE:
                     log.warning(
                         "compiled decode differs from eager by %.1f%%; decoding eagerly",

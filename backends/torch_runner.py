@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 
 from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
 from inferd.backends.torch_compiled_decode import compiled_decode
+from inferd.backends.torch_compiled_prefill import compiled_prefill
 from inferd.backends.torch_decoder import lean_decoder
 from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
 from inferd.sequence import SequenceState
@@ -29,24 +30,25 @@ class StepOutput:
 
 
 class ModelRunner:
-    def __init__(
-        self, model: PreTrainedModel, cache: KVCache, compile_decode: bool = False
-    ) -> None:
-        """compile_decode: compile the steps of decode rows only (at once: seconds to
-        minutes) where the model has a LeanDecoder and the compiled graph passes its probe."""
+    def __init__(self, model: PreTrainedModel, cache: KVCache, compile_steps: bool = False) -> None:
+        """compile_steps: compile the forward passes (at once: seconds to minutes) where
+        the model has a LeanDecoder and the compiled graphs pass their probes."""
         self.model = model
         self.cache = cache
         self.device = model.device
         self._block_offsets = torch.arange(cache.block_size)
         # transformers' own modules without its wrappers, where that gives its logits
         self._lean = lean_decoder(model, cache)
-        self._compiled = None
-        if compile_decode and self._lean is not None:
+        self._compiled = self._compiled_prefill = None
+        if compile_steps and self._lean is not None:
             self._compiled = compiled_decode(self._lean, cache)
+            if self._compiled is not None:
+                self._compiled_prefill = compiled_prefill(self._lean, cache)
 
     @property
     def compiled(self) -> bool:
-        """Whether decode-only steps run a compiled graph."""
+        """Whether decode rows run a compiled graph (prompt chunks too, unless their
+        probe failed)."""
         return self._compiled is not None
 
     def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
@@ -99,6 +101,8 @@ class ModelRunner:
         keep_index = self._to_device(torch.tensor(keep, dtype=torch.long))
         if self._compiled is not None and not layout.prefills:
             logits = self._compiled(input_ids, position_ids, keep_index, layout)
+        elif self._compiled_prefill is not None:
+            logits = self._compiled_prefill(input_ids, position_ids, keep_index, layout)
         elif self._lean is not None:
             logits = self._lean(input_ids, position_ids, keep_index, layout)
         else:
