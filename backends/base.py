@@ -98,7 +98,7 @@ class EngineOptions:
     max_batch_tokens: int = 64  # tokens per step while sequences decode
     max_prefill_tokens: int = 512  # tokens per step when nothing decodes
     block_size: int = 16  # token positions per KV cache block (torch)
-    compile: bool | None = None  # torch: compile decode steps; None: CPU models of 100M+
+    compile: bool | None = None  # torch: compile the steps; None: CPU models of 100M+
 
 
 @dataclass(frozen=True, slots=True)

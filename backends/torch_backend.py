@@ -160,12 +160,12 @@ class TorchBackend:
             options.max_prefill_tokens,
         )
         sampler = Sampler(self.device, config.vocab_size)
-        runner = ModelRunner(self._model, cache, self._compile_decode())
+        runner = ModelRunner(self._model, cache, self._compile_steps())
         if self.device.type != "cpu":
             return TorchBatcher(runner, sampler, scheduler)
         return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
 
-    def _compile_decode(self) -> bool:
+    def _compile_steps(self) -> bool:
         """The `compile` option; by default CPU models of AUTO_MIN_PARAMETERS and more,
         where the steps' small operators cost most (compiling takes ~20-60 s at load)."""
         if self.options.compile is not None:

@@ -160,7 +160,7 @@ class ModelConfig(_Section):
     kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
     max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
-    # torch: compile the decode steps at load; default: on a CPU, for models of 100M+ params
+    # torch: compile the forward passes at load; default: on a CPU, for models of 100M+ params
     compile: bool | None = None
     # -- backend = "openai" only (inferd/remote/) --
     # The upstreams' OpenAI base URLs ("http://host:8000/v1"); several are balanced, with
