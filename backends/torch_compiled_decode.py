@@ -28,6 +28,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch._dynamo.decorators import mark_unbacked
@@ -37,6 +38,7 @@ from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_kv_cache import KVCache, gather_slots, write_slots
 
 log = logging.getLogger("inferd.torch")
+Compiled = TypeVar("Compiled", bound=Callable[..., torch.Tensor])
 
 LAYERS_PER_GRAPH = 8  # more: ~5 s more compile per layer for little; fewer: more calls
 AUTO_MIN_PARAMETERS = 100_000_000  # "auto" compiles models this big (a tiny one loads in 1 s)
@@ -168,28 +170,44 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def compiled_decode(decoder: LeanDecoder, cache: KVCache) -> CompiledDecode | None:
-    """A CompiledDecode, compiled now (tens of seconds for a 0.5B model), if its logits on a
-    probe step match the eager forward's; None, with the reason logged, otherwise."""
+    """A CompiledDecode, compiled now (tens of seconds for a 0.5B model), if its logits on
+    probe steps match the eager forward's; None, with the reason logged, otherwise."""
     if cache.num_blocks * cache.block_size < cache.block_size + _PROBE_SLOTS:
         return None  # no room for the probe besides the padding block
+    # one row, then three of other lengths: the graph and its reuse
+    probes = [
+        lambda lengths=lengths: probe_inputs(decoder, cache, lengths)
+        for lengths in ((5,), (3, 9, 6))
+    ]
+    return verified("decode", lambda: CompiledDecode(decoder, cache), decoder, probes)
+
+
+def verified(
+    kind: str,
+    build: Callable[[], Compiled],
+    eager: Callable[..., torch.Tensor],
+    probes: Sequence[Callable[[], tuple]],
+) -> Compiled | None:
+    """`build()`, if it builds and its logits on every probe's inputs are `eager`'s
+    within PROBE_TOLERANCE; None, with the reason logged, otherwise."""
     started = time.perf_counter()
     try:
-        compiled = CompiledDecode(decoder, cache)
+        compiled = build()
         with torch.inference_mode():
-            # one row, then three of other lengths: the graph and its reuse
-            for lengths in ((5,), (3, 9, 6)):
-                inputs = probe_inputs(decoder, cache, lengths)
-                error = relative_error(compiled(*inputs), decoder(*inputs))
+            for probe in probes:
+                inputs = probe()
+                error = relative_error(compiled(*inputs), eager(*inputs))
                 if not error <= PROBE_TOLERANCE:
                     log.warning(
-                        "compiled decode differs from eager by %.1f%%; decoding eagerly",
+                        "the compiled %s step differs from eager by %.1f%%; running it eagerly",
+                        kind,
                         100 * error,
                     )
                     return None
     except Exception as error:  # no C++ compiler, an operator inductor cannot take, ...
-        log.warning("cannot compile the decode step (%s); decoding eagerly", error)
+        log.warning("cannot compile the %s step (%s); running it eagerly", kind, error)
         return None
-    log.info("compiled the decode step in %.1f s", time.perf_counter() - started)
+    log.info("compiled the %s step in %.1f s", kind, time.perf_counter() - started)
     return compiled
 
 

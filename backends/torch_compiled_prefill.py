@@ -16,24 +16,15 @@ compares the result with the eager forward, as for the compiled decode.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 
 import torch
 from torch._dynamo.decorators import mark_unbacked
 
 from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout, paged_attention
-from inferd.backends.torch_compiled_decode import (
-    PROBE_TOLERANCE,
-    compiled_for,
-    probe_inputs,
-    relative_error,
-)
+from inferd.backends.torch_compiled_decode import compiled_for, probe_inputs, verified
 from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_kv_cache import KVCache
-
-log = logging.getLogger("inferd.torch")
 
 
 def layer_inputs(
@@ -95,24 +86,11 @@ class CompiledPrefill:
 def compiled_prefill(decoder: LeanDecoder, cache: KVCache) -> CompiledPrefill | None:
     """A CompiledPrefill, compiled now, if its logits on probe steps match the eager
     forward's; None, with the reason logged, otherwise."""
-    started = time.perf_counter()
-    try:
-        compiled = CompiledPrefill(decoder)
-        with torch.inference_mode():
-            for tokens in (7, 12):  # two sizes: the graphs and their reuse
-                inputs = prefill_probe_inputs(decoder, cache, tokens)
-                error = relative_error(compiled(*inputs), decoder(*inputs))
-                if not error <= PROBE_TOLERANCE:
-                    log.warning(
-                        "compiled prefill differs from eager by %.1f%%; prefilling eagerly",
-                        100 * error,
-                    )
-                    return None
-    except Exception as error:  # no C++ compiler, an operator inductor cannot take, ...
-        log.warning("cannot compile the prefill step (%s); prefilling eagerly", error)
-        return None
-    log.info("compiled the prefill step in %.1f s", time.perf_counter() - started)
-    return compiled
+    # two sizes: the graphs and their reuse
+    probes = [
+        lambda tokens=tokens: prefill_probe_inputs(decoder, cache, tokens) for tokens in (7, 12)
+    ]
+    return verified("prefill", lambda: CompiledPrefill(decoder), decoder, probes)
 
 
 def prefill_probe_inputs(

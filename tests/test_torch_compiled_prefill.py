@@ -54,9 +54,9 @@ def test_one_graph_pair_serves_any_number_of_tokens_close_to_eager():
 
 def test_a_graph_that_differs_from_eager_is_not_used(monkeypatch, caplog):
     model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
-    monkeypatch.setattr("inferd.backends.torch_compiled_prefill.PROBE_TOLERANCE", -1.0)
+    monkeypatch.setattr(torch_compiled_decode, "PROBE_TOLERANCE", -1.0)
     assert compiled_prefill(LeanDecoder(model), cache_for(model)) is None
-    assert "prefilling eagerly" in caplog.text
+    assert "the compiled prefill step differs from eager" in caplog.text
 
 
 def test_a_compiler_that_fails_leaves_eager_prefill(monkeypatch, caplog):
