@@ -168,17 +168,38 @@ def test_the_lean_forward_and_transformers_forward_give_the_same_tokens(stories,
     assert lean == plain
 
 
-def test_compiled_decode_steps_give_the_same_tokens_alone_and_together(stories_path: Path):
-    """backends/torch_compiled_decode.py: one graph for any number of decode rows, so a
-    sequence alone runs the very loops it runs in a batch (int8, the CPU default)."""
+@pytest.fixture(scope="module")
+def compiled_stories(stories_path: Path) -> TorchBackend:
+    """stories260K in int8 (the CPU default) with compiled steps: its batchers share
+    the model's graphs, compiled with the first one."""
     options = dataclasses.replace(OPTIONS, compile=True)
     backend = TorchBackend(str(stories_path), quantization="int8", options=options)
     backend.load()
     assert backend.batcher(8).runner.compiled
-    prompts = ids(backend, *PROMPTS)
-    alone = expected(backend, prompts, [GREEDY] * 4)
-    together = run_together(batcher(backend), prompts, [GREEDY] * 4, (0, 0, 3, 7), [TOKENS] * 4)
+    return backend
+
+
+def test_compiled_steps_give_the_same_tokens_alone_and_together(compiled_stories):
+    """backends/torch_compiled_decode.py: one graph for any number of decode rows, so a
+    sequence alone runs the very loops it runs in a batch."""
+    prompts = ids(compiled_stories, *PROMPTS)
+    alone = expected(compiled_stories, prompts, [GREEDY] * 4)
+    engine = batcher(compiled_stories)
+    together = run_together(engine, prompts, [GREEDY] * 4, (0, 0, 3, 7), [TOKENS] * 4)
     assert together == alone
+
+
+def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(compiled_stories):
+    """Prompt chunks beside decoding streams (a step with both runs its decode rows in a
+    pass of their own) and sequences preempted and recomputed."""
+    prompts = ids(compiled_stories, *PROMPTS, LONG_PROMPT)
+    alone = expected(compiled_stories, prompts, [GREEDY] * 5, 40)
+    joins, lengths = (0, 0, 3, 7, 2), [40] * 5
+    chunked = batcher(compiled_stories, max_batch_tokens=8)
+    assert run_together(chunked, prompts, [GREEDY] * 5, joins, lengths) == alone
+    # 24 blocks of 4 cannot hold five sequences of ~48 tokens: some are preempted
+    tight = batcher(compiled_stories, kv_cache_tokens=96, prefix_cache_tokens=0)
+    assert run_together(tight, prompts[:4], [GREEDY] * 4, joins[:4], lengths[:4]) == alone[:4]
 
 
 def test_small_models_are_not_compiled_by_default(stories):
