@@ -32,7 +32,7 @@ from inferd.backends.torch_quant import (
 )
 from inferd.backends.torch_runner import ModelRunner
 from inferd.backends.torch_sampler import Sampler
-from inferd.backends.torch_threads import CPU_COMPUTE, physical_cores
+from inferd.backends.torch_threads import CPU_COMPUTE, physical_cores, use_threads
 from inferd.kv_blocks import BlockManager
 from inferd.scheduler import Scheduler
 
@@ -160,9 +160,15 @@ class TorchBackend:
             options.max_prefill_tokens,
         )
         sampler = Sampler(self.device, config.vocab_size)
-        runner = ModelRunner(self._model, cache, self._compile_steps())
         if self.device.type != "cpu":
+            runner = ModelRunner(self._model, cache, self._compile_steps())
             return TorchBatcher(runner, sampler, scheduler)
+        # Compiled CPU kernels keep the thread count they were built with (and torch
+        # recompiles at another): build them at this model's count, holding the CPU as
+        # a step does -- so other CPU models pause while one compiles (torch_threads.py).
+        with CPU_COMPUTE:
+            use_threads(self.threads)
+            runner = ModelRunner(self._model, cache, self._compile_steps())
         return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
 
     def _compile_steps(self) -> bool:

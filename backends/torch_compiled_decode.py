@@ -114,6 +114,12 @@ class CompiledDecode:
                 dtype=self.cache.dtype,
                 device=decode_slots.device,
             )
+        # The graph's guards include strides: a one-row slice such as decode_slots[:, :n]
+        # counts as contiguous with its parent's row stride, and would compile a graph
+        # of its own (for one row, unlike every batch). Fresh strides for all inputs.
+        slots, decode_slots, mask = (
+            t.clone(memory_format=torch.contiguous_format) for t in (slots, decode_slots, mask)
+        )
         hidden = self.decoder.embed_tokens(input_ids)
         cos, sin = self.decoder.rotary_emb(hidden, position_ids)
         # The rows as an unbacked size: unlike a dynamic one, never specialized to 1, so a

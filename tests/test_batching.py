@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from torch._dynamo.utils import counters
 
 from inferd.backends import torch_int8, torch_runner
 from inferd.backends.base import SamplingParams
@@ -182,11 +183,14 @@ def compiled_stories(stories_path: Path) -> TorchBackend:
 def test_compiled_steps_give_the_same_tokens_alone_and_together(compiled_stories):
     """backends/torch_compiled_decode.py: one graph for any number of decode rows, so a
     sequence alone runs the very loops it runs in a batch."""
+    graphs = counters["stats"]["unique_graphs"]
     prompts = ids(compiled_stories, *PROMPTS)
     alone = expected(compiled_stories, prompts, [GREEDY] * 4)
     engine = batcher(compiled_stories)
     together = run_together(engine, prompts, [GREEDY] * 4, (0, 0, 3, 7), [TOKENS] * 4)
     assert together == alone
+    # every step, one row or many, ran the graphs compiled at load
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(compiled_stories):
