@@ -34,7 +34,7 @@ import torch
 from torch._dynamo.decorators import mark_unbacked
 
 from inferd.backends.torch_attention import StepLayout, attend_decode
-from inferd.backends.torch_decoder import LeanDecoder
+from inferd.backends.torch_decoder import LeanDecoder, layer_inputs, layer_output
 from inferd.backends.torch_kv_cache import KVCache, gather_slots, write_slots
 
 log = logging.getLogger("inferd.torch")
@@ -67,9 +67,7 @@ def decode_layers(
     LeanDecoder does for decode rows, in plain tensor operations for torch.compile."""
     rows = hidden.shape[1]
     for layer, layer_keys, layer_values in zip(layers, keys, values, strict=True):
-        attention = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        query, key, value = decoder.attention_inputs(attention, x, cos, sin)
+        query, key, value = layer_inputs(decoder, layer, hidden, cos, sin)
         write_slots(layer_keys, slots, key[0])
         write_slots(layer_values, slots, value[0])
         out = attend_decode(
@@ -77,10 +75,9 @@ def decode_layers(
             gather_slots(layer_keys, decode_slots),
             gather_slots(layer_values, decode_slots),
             mask,
-            attention.scaling,
+            layer.self_attn.scaling,
         )
-        hidden = hidden + attention.o_proj(out.reshape(1, rows, -1))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = layer_output(layer, hidden, out.reshape(1, rows, -1))
     return hidden
 
 
@@ -114,14 +111,7 @@ class CompiledDecode:
                 dtype=self.cache.dtype,
                 device=decode_slots.device,
             )
-        # The graph's guards include strides: a one-row slice such as decode_slots[:, :n]
-        # counts as contiguous with its parent's row stride, and would compile a graph
-        # of its own (for one row, unlike every batch). Fresh strides for all inputs.
-        slots, decode_slots, mask = (
-            t.clone(memory_format=torch.contiguous_format) for t in (slots, decode_slots, mask)
-        )
-        hidden = self.decoder.embed_tokens(input_ids)
-        cos, sin = self.decoder.rotary_emb(hidden, position_ids)
+        hidden, cos, sin = self.decoder.embed(input_ids, position_ids)
         # The rows as an unbacked size: unlike a dynamic one, never specialized to 1, so a
         # row alone runs the very loops it runs in a batch. The cache length is dynamic.
         for tensor, dim in ((hidden, 1), (cos, 1), (sin, 1), (slots, 0), (decode_slots, 0)):
@@ -142,7 +132,7 @@ class CompiledDecode:
                 [self.cache.keys[i] for i in group],
                 [self.cache.values[i] for i in group],
             )
-        return self.decoder.lm_head(self.decoder.norm(hidden)[:, keep])
+        return self.decoder.logits(hidden, keep)
 
 
 # Each model's compiled functions, shared by its batchers (a graph compiles once).

@@ -21,39 +21,40 @@ from collections.abc import Callable
 import torch
 from torch._dynamo.decorators import mark_unbacked
 
-from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout, paged_attention
+from inferd.backends.torch_attention import PrefillChunk, StepLayout
 from inferd.backends.torch_compiled_decode import compiled_for, probe_inputs, verified
-from inferd.backends.torch_decoder import LeanDecoder
+from inferd.backends.torch_decoder import LeanDecoder, layer_inputs, layer_output
 from inferd.backends.torch_kv_cache import KVCache
 
 
-def layer_inputs(
-    decoder: LeanDecoder,
-    layer: torch.nn.Module,
-    hidden: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A layer's attention inputs from its (1, tokens, hidden) input."""
-    return decoder.attention_inputs(layer.self_attn, layer.input_layernorm(hidden), cos, sin)
-
-
-def layer_output(
-    layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
-) -> torch.Tensor:
-    """A layer's output from its input and its attention's (1, tokens, heads * head_dim)."""
-    hidden = hidden + layer.self_attn.o_proj(attended)
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-
-
 class CompiledPrefill:
-    """LeanDecoder's forward with each layer's token-wise parts compiled."""
+    """LeanDecoder's forward with each layer's token-wise halves compiled."""
 
     def __init__(self, decoder: LeanDecoder, compiler: Callable | None = None) -> None:
         """`compiler`: torch.compile unless given (tests pass the identity)."""
-        self.decoder = decoder
-        self._inputs = compiled_for(decoder.model, layer_inputs, compiler)
-        self._output = compiled_for(decoder.model, layer_output, compiler)
+        inputs = compiled_for(decoder.model, layer_inputs, compiler)
+        output = compiled_for(decoder.model, layer_output, compiler)
+
+        # any number of tokens: one graph each, never specialized
+        def marked_inputs(
+            decoder: LeanDecoder,
+            layer: torch.nn.Module,
+            hidden: torch.Tensor,
+            cos: torch.Tensor,
+            sin: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            for tensor in (hidden, cos, sin):
+                mark_unbacked(tensor, 1, shape_id="tokens")
+            return inputs(decoder, layer, hidden, cos, sin)
+
+        def marked_output(
+            layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
+        ) -> torch.Tensor:
+            for tensor in (hidden, attended):
+                mark_unbacked(tensor, 1, shape_id="tokens")
+            return output(layer, hidden, attended)
+
+        self._forward = decoder.with_layer_halves(marked_inputs, marked_output)
 
     def __call__(
         self,
@@ -63,24 +64,7 @@ class CompiledPrefill:
         layout: StepLayout,
     ) -> torch.Tensor:
         """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step."""
-        decoder = self.decoder
-        hidden = decoder.embed_tokens(input_ids)
-        cos, sin = decoder.rotary_emb(hidden, position_ids)
-        attention_kwargs = {LAYOUT_KWARG: layout}
-        shape = (1, hidden.shape[1], -1)
-        for tensor in (cos, sin):  # any number of tokens: one graph, never specialized
-            mark_unbacked(tensor, 1, shape_id="tokens")
-        for layer in decoder.layers:
-            mark_unbacked(hidden, 1, shape_id="tokens")
-            query, key, value = self._inputs(decoder, layer, hidden, cos, sin)
-            attention = layer.self_attn
-            attended, _ = paged_attention(
-                attention, query, key, value, None, scaling=attention.scaling, **attention_kwargs
-            )
-            attended = attended.reshape(shape)
-            mark_unbacked(attended, 1, shape_id="tokens")
-            hidden = self._output(layer, hidden, attended)
-        return decoder.lm_head(decoder.norm(hidden)[:, keep])
+        return self._forward(input_ids, position_ids, keep, layout)
 
 
 def compiled_prefill(decoder: LeanDecoder, cache: KVCache) -> CompiledPrefill | None:

@@ -15,6 +15,7 @@ transformers' logits (lean_decoder()); any other model runs transformers' forwar
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 
@@ -35,6 +36,27 @@ LEAN_ARCHITECTURES = frozenset(
 _PROBE_TOKENS = 5
 
 
+def layer_inputs(
+    decoder: LeanDecoder,
+    layer: torch.nn.Module,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer's attention inputs from its (1, tokens, hidden) input: the first of its
+    two token-wise halves around the attention."""
+    return decoder.attention_inputs(layer.self_attn, layer.input_layernorm(hidden), cos, sin)
+
+
+def layer_output(
+    layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
+) -> torch.Tensor:
+    """A layer's output from its input and its attention's (1, tokens, heads * head_dim):
+    the second half (output projection, residual, norm, MLP, residual)."""
+    hidden = hidden + layer.self_attn.o_proj(attended)
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
 class LeanDecoder:
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
@@ -46,6 +68,9 @@ class LeanDecoder:
         self.lm_head = model.lm_head
         attention = type(self.layers[0].self_attn)
         self._rotate: Callable = sys.modules[attention.__module__].apply_rotary_pos_emb
+        # a layer's halves around its attention; with_layer_halves swaps in others
+        self._inputs: Callable = layer_inputs
+        self._output: Callable = layer_output
 
     def __call__(
         self,
@@ -55,21 +80,35 @@ class LeanDecoder:
         layout: StepLayout,
     ) -> torch.Tensor:
         """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step."""
-        hidden = self.embed_tokens(input_ids)
-        cos, sin = self.rotary_emb(hidden, position_ids)
+        hidden, cos, sin = self.embed(input_ids, position_ids)
         shape = (*hidden.shape[:-1], -1)
         attention_kwargs = {LAYOUT_KWARG: layout}
         for layer in self.layers:
             attention = layer.self_attn
-            query, key, value = self.attention_inputs(
-                attention, layer.input_layernorm(hidden), cos, sin
-            )
+            query, key, value = self._inputs(self, layer, hidden, cos, sin)
             out, _ = paged_attention(
                 attention, query, key, value, None, scaling=attention.scaling, **attention_kwargs
             )
-            hidden = hidden + attention.o_proj(out.reshape(shape))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.lm_head(self.norm(hidden)[:, keep])  # only the rows that sample
+            hidden = self._output(layer, hidden, out.reshape(shape))
+        return self.logits(hidden, keep)
+
+    def with_layer_halves(self, inputs: Callable, output: Callable) -> LeanDecoder:
+        """This forward with other implementations of layer_inputs and layer_output
+        (backends/torch_compiled_prefill.py compiles them)."""
+        other = copy.copy(self)
+        other._inputs, other._output = inputs, output
+        return other
+
+    def embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (1, tokens) step's hidden states and rotary cos/sin tables."""
+        hidden = self.embed_tokens(input_ids)
+        return (hidden, *self.rotary_emb(hidden, position_ids))
+
+    def logits(self, hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Logits of the kept rows only: the rows that sample."""
+        return self.lm_head(self.norm(hidden)[:, keep])
 
     def attention_inputs(
         self, attention: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor

@@ -150,7 +150,9 @@ class ModelRunner:
             mask = mask.masked_fill(~valid, float("-inf"))
             layout.decode_mask = self._to_device(mask[None, :, None, :])
         layout.num_decode = len(seqs)
-        layout.decode_slots = self._to_device(slots.contiguous())
+        # fresh strides: a one-row slice counts as contiguous with its parent's row
+        # stride, and a compiled graph guards on strides (one graph for any rows)
+        layout.decode_slots = self._to_device(slots.clone(memory_format=torch.contiguous_format))
 
     def _prefill_chunk(self, seq: SequenceState, start: int, count: int) -> PrefillChunk:
         offset = seq.num_computed

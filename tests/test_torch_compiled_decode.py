@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torch._dynamo.utils import counters
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends import torch_compiled_decode
 from inferd.backends.torch_compiled_decode import CompiledDecode, compiled_decode, probe_inputs
 from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_kv_cache import KVCache
 from inferd.backends.torch_quant import quantize
-from tests.tiny_models import tiny_model
+from tests.tiny_models import QWEN_FAMILIES, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -45,10 +45,7 @@ def compiled_qwen() -> tuple[LeanDecoder, KVCache, CompiledDecode]:
     return decoder, cache, compiled
 
 
-@pytest.mark.parametrize(
-    ("kind", "config_class", "extra"),
-    [(Qwen2ForCausalLM, Qwen2Config, {}), (Qwen3ForCausalLM, Qwen3Config, {"head_dim": 16})],
-)
+@pytest.mark.parametrize(("kind", "config_class", "extra"), QWEN_FAMILIES)
 @pytest.mark.parametrize("quantization", ["fp32", "int8"])
 def test_the_function_it_compiles_computes_the_lean_forward_exactly(
     kind, config_class, extra, quantization

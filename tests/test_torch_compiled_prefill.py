@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch._dynamo.utils import counters
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends import torch_compiled_decode
 from inferd.backends.torch_compiled_prefill import (
@@ -16,15 +16,12 @@ from inferd.backends.torch_compiled_prefill import (
 from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_quant import quantize
 from tests.test_torch_compiled_decode import cache_for, identity
-from tests.tiny_models import tiny_model
+from tests.tiny_models import QWEN_FAMILIES, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.mark.parametrize(
-    ("kind", "config_class", "extra"),
-    [(Qwen2ForCausalLM, Qwen2Config, {}), (Qwen3ForCausalLM, Qwen3Config, {"head_dim": 16})],
-)
+@pytest.mark.parametrize(("kind", "config_class", "extra"), QWEN_FAMILIES)
 @pytest.mark.parametrize("quantization", ["fp32", "int8"])
 def test_the_functions_it_compiles_compute_the_lean_forward_exactly(
     kind, config_class, extra, quantization

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import (
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from inferd.backends.torch_attention import ATTENTION_NAME
 
@@ -15,6 +22,12 @@ TINY_SHAPE = {
     "num_key_value_heads": 2,
     "vocab_size": 300,
 }
+
+# (model class, config class, config extras): Qwen2, and Qwen3 with its q/k norms
+QWEN_FAMILIES = [
+    (Qwen2ForCausalLM, Qwen2Config, {}),
+    (Qwen3ForCausalLM, Qwen3Config, {"head_dim": 16}),
+]
 
 
 def tiny_model(
