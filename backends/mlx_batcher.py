@@ -198,6 +198,7 @@ class MlxBatcher:
             self.max_batch_tokens,
             self.max_prefill_tokens,
             floor=MIN_PREFILL_TOKENS,
+            first_pending=self._first_pending(),
         )
         for seq in list(self._prefilling):
             budget -= self._plan(seq, budget, plan, errors)
@@ -207,6 +208,11 @@ class MlxBatcher:
             seq = self._waiting.popleft()
             self._start(seq)
             budget -= self._plan(seq, budget, plan, errors)
+
+    def _first_pending(self) -> int:
+        """Prompt tokens the oldest unfinished prompt has to go."""
+        oldest = self._prefilling[:1] or list(self._waiting)[:1]
+        return oldest[0].pending if oldest else 0
 
     def _plan(self, seq: _Sequence, budget: int, plan: _Plan, errors: dict[int, Exception]) -> int:
         """Schedule up to `budget` of a prompt's pending tokens; returns how many."""

@@ -50,6 +50,15 @@ class _Call:
     future: Future[Any]
 
 
+@dataclass(slots=True)
+class _Open:
+    """A request whose prompt the owner thread encodes and then queues, in one turn."""
+
+    stream: Stream
+    encode: Callable[[Backend], Sequence[int]]
+    future: Future[None]
+
+
 def client_message(error: Exception) -> str:
     """What a client may see of a generation failure: a BackendError's message is meant
     for users; anything else (a torch or MLX internal error) stays in the log."""
@@ -81,7 +90,7 @@ class ModelWorker:
         self.info: ModelInfo | None = None
         self._make_backend = make_backend
         self._max_concurrent = max_concurrent
-        self._inbox: queue.SimpleQueue[Stream | _Call | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Stream | _Call | _Open | None] = queue.SimpleQueue()
         self._loaded: Future[ModelInfo] = Future()
         self._waiting: deque[Stream] = deque()
         self._active: dict[int, RequestTracker] = {}  # by sequence id, in admission order
@@ -114,6 +123,28 @@ class ModelWorker:
         future: Future[T] = Future()
         self._inbox.put(_Call(fn, future))
         return await asyncio.wrap_future(future)
+
+    async def open(
+        self,
+        encode: Callable[[Backend], Sequence[int]],
+        params: SamplingParams,
+        observer: GenerationObserver | None = None,
+    ) -> Stream:
+        """Start generating from the prompt `encode(backend)` returns (it runs on the owner
+        thread, which may be mid-step); raises what `encode` raises.
+
+        The owner thread queues the request as soon as it is encoded: with `call` then
+        `submit`, the ids would travel to the event loop and back, and a request that
+        arrived during a step would miss the next one too."""
+        stream = Stream((), params, observer)
+        future: Future[None] = Future()
+        self._inbox.put(_Open(stream, encode, future))
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            stream.cancelled.set()  # queued meanwhile: dropped when it would be admitted
+            raise
+        return stream
 
     def submit(
         self,
@@ -183,6 +214,8 @@ class ModelWorker:
                 return False
             if isinstance(item, _Call):
                 self._run_call(item)
+            elif isinstance(item, _Open):
+                self._open(item)
             else:
                 self._waiting.append(item)
             try:
@@ -198,6 +231,17 @@ class ModelWorker:
         except Exception as error:  # the caller gets the exception, the thread lives on
             call.future.set_exception(error)
 
+    def _open(self, item: _Open) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            item.stream.set_prompt(item.encode(self._backend))  # type: ignore[arg-type]
+        except Exception as error:  # e.g. a prompt too long: the caller answers 400
+            item.future.set_exception(error)
+            return
+        self._waiting.append(item.stream)
+        item.future.set_result(None)
+
     def _fail_pending(self, message: str) -> None:
         """After a failed load, answer whatever was already queued instead of hanging it."""
         while True:
@@ -205,7 +249,7 @@ class ModelWorker:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Call):
+            if isinstance(item, (_Call, _Open)):
                 item.future.set_exception(RuntimeError(message))
             elif isinstance(item, Stream):
                 item.push(TokenEvent(finish_reason="error", error=message))

@@ -79,8 +79,8 @@ async def _open(
     """Start generating `prompt` (a completion's text, or a chat's messages).
 
     The one place that tells remote models from local ones: a remote model's upstream
-    templates and tokenises the prompt itself; a local one is tokenised here, on its
-    owner thread, within its context window."""
+    templates and tokenises the prompt itself; a local one is tokenised on its owner
+    thread, within its context window, and queued there at once."""
     generation = Generation(
         request, parsed.endpoint, parsed.transport, target.model.name, target.device, parsed
     )
@@ -88,14 +88,16 @@ async def _open(
     worker, info, params = target.worker, target.info, parsed.params
     if isinstance(worker, RemoteWorker):
         stream = await worker.open(prompt, params, observer)
+    elif isinstance(prompt, str):
+        stream = await worker.open(
+            lambda backend: completion_prompt(backend, info, prompt), params, observer
+        )
     else:
-        if isinstance(prompt, str):
-            ids = await worker.call(lambda backend: completion_prompt(backend, info, prompt))
-        else:
-            ids, _ = await worker.call(
-                lambda backend: chat_prompt(backend, info, prompt, params.max_tokens)
-            )
-        stream = worker.submit(ids, params, observer)
+        stream = await worker.open(
+            lambda backend: chat_prompt(backend, info, prompt, params.max_tokens)[0],
+            params,
+            observer,
+        )
     access_log.add_generation(request, stream.stats)
     return stream
 

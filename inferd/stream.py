@@ -68,6 +68,11 @@ class Stream:
         self._finished = False
         self._on_cancel: list[Callable[[], None]] = []
 
+    def set_prompt(self, prompt_ids: Sequence[int]) -> None:
+        """The prompt, once encoded (ModelWorker.open encodes it after creating the stream)."""
+        self.prompt_ids = list(prompt_ids)
+        self.stats.prompt_tokens = len(self.prompt_ids)
+
     def when_cancelled(self, callback: Callable[[], None]) -> None:
         """Call `callback` on the event loop the moment the generation is cancelled (a
         remote engine closes its upstream request then, instead of at its next step)."""

@@ -27,6 +27,8 @@ class LabelledDecoding(FakeDecoding):
 
     def step(self) -> int:
         self.backend.schedule.append(self.label)
+        if self.backend.hold is not None and self.position == 0:
+            self.backend.hold.wait(5)  # a first step that lasts until the test lets it end
         if self.label == self.backend.fail_label and self.position >= 2:
             raise BackendError(f"{self.label} broke")
         return super().step()
@@ -38,6 +40,7 @@ class LabelledBackend(FakeBackend):
         self.schedule: list[str] = []
         self.fail_label = fail_label
         self.refuse_label = refuse_label
+        self.hold: threading.Event | None = None
 
     def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> LabelledDecoding:
         super().start(prompt_ids, params)
@@ -381,3 +384,61 @@ async def test_an_observer_hears_of_a_cancellation(make_worker):
     assert observer.calls[-1] == "finished"
     assert observer.finished is not None
     assert observer.finished.finish_reason == "cancelled"
+
+
+def _encoding(text: str):
+    def encode(backend: LabelledBackend) -> list[int]:
+        backend.schedule.append(f"encode {text}")
+        return _ids(text)
+
+    return encode
+
+
+async def test_open_encodes_on_the_owner_thread_and_joins_the_next_step(make_worker):
+    backend = LabelledBackend()
+    backend.hold = threading.Event()
+    worker = make_worker(backend)
+    await worker.ready()
+    first = worker.submit(_ids("A"), _params(max_tokens=3))
+    await wait_for(lambda: backend.schedule == ["A"])  # A's first step runs, held
+    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=3)))
+    await asyncio.sleep(0.05)
+    backend.hold.set()
+    second = await asyncio.wait_for(opening, 5)
+    assert second.stats.prompt_tokens == 1
+    assert (await _collect(first))[0] == (await _collect(second))[0] == REPLY[:3]
+    # B was encoded and queued in one turn of the owner thread: it is in the very next step
+    assert backend.schedule[:4] == ["A", "encode B", "A", "B"]
+
+
+async def test_open_raises_what_encoding_raises_and_queues_nothing(make_worker):
+    backend = LabelledBackend()
+    worker = make_worker(backend)
+    await worker.ready()
+
+    def too_long(backend: LabelledBackend) -> list[int]:
+        raise ValueError("prompt too long")
+
+    with pytest.raises(ValueError, match="too long"):
+        await worker.open(too_long, _params())
+    assert worker.waiting == worker.running == 0
+    text, last = await _collect(await worker.open(_encoding("C"), _params(max_tokens=2)))
+    assert (text, last.finish_reason) == (REPLY[:2], "length")
+
+
+async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
+    backend = LabelledBackend()
+    backend.hold = threading.Event()
+    worker = make_worker(backend)
+    await worker.ready()
+    first = worker.submit(_ids("A"), _params(max_tokens=2))
+    await wait_for(lambda: backend.schedule == ["A"])
+    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=2)))
+    await asyncio.sleep(0.05)
+    opening.cancel()  # the client went away while its prompt waited to be encoded
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    backend.hold.set()
+    await _collect(first)
+    await wait_for(lambda: worker.waiting == worker.running == 0)
+    assert "B" not in backend.schedule

@@ -113,6 +113,22 @@ def test_the_prompt_budget_grows_with_the_prompts_waiting():
     assert prompt_budget(8, 20, 64, 512, floor=16) == 512
     # however many decode, a prompt advances
     assert prompt_budget(100, 1, 64, 512, floor=16) == 16
+    # ... and one whose rest fits in the step's 64 is not split by the decodes
+    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=64) == 64
+    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=60) == 60
+    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=65) == 56
+
+
+def test_a_short_prompt_beside_decodes_runs_whole_a_long_one_in_chunks():
+    sched = scheduler(budget=8, prefill=32)
+    for seq_id in (1, 2, 3):
+        add(sched, seq_id, 3)
+    step(sched)
+    add(sched, 4, 8)
+    # three decodes would leave 5 of the 8 tokens: the 8-token prompt runs whole instead
+    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 8)]
+    add(sched, 5, 9)
+    assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 4)]
 
 
 def test_a_burst_of_prompts_starts_together_while_one_long_prompt_goes_in_chunks():
