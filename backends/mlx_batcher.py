@@ -26,6 +26,7 @@ evaluating leaves nothing to trust in that step, so its sequences all end.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,11 +48,14 @@ from inferd.backends.mlx_decode_batch import DecodeBatch
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
 from inferd.backends.mlx_sampler import BatchSampler, RowSampling, row_sampling
+from inferd.prefill_pacer import PrefillPacer
 from inferd.scheduler import prompt_budget
 
 log = logging.getLogger("inferd.mlx")
-# Prompt tokens a step gives prefills at least, however many rows decode.
-MIN_PREFILL_TOKENS = 16
+# Prompt tokens a step gives prefills at least, however many rows decode (and the
+# pacer's first chunk beside them). Small: on MLX's CPU backend 8 tokens of a long
+# prompt can already cost more than a step of 8 decodes.
+MIN_PREFILL_TOKENS = 8
 # Decode steps between returns of MLX's freed buffers to the system (as mlx-lm does).
 _CLEAR_EVERY = 256
 
@@ -63,6 +67,7 @@ class _Plan:
     ending: list[Any] = field(default_factory=list)  # sequences whose prompts end in it
     computed: list[Any] = field(default_factory=list)  # sequences whose caches it extends
     arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
+    prompt_tokens: int = 0  # prompt tokens it computes
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class _InFlight:
     rows: list[Any]  # the sequences, in row order
     tokens: mx.array
     finite: mx.array
+    prompt_tokens: int = 0  # prompt tokens computed in the same step (for the pacer)
 
 
 @dataclass(slots=True, eq=False)
@@ -105,6 +111,8 @@ class MlxBatcher:
         self._seqs: dict[int, _Sequence] = {}
         self._in_flight: _InFlight | None = None
         self._steps = 0
+        self.pacer = PrefillPacer(options.prefill_slowdown, start_tokens=MIN_PREFILL_TOKENS)
+        self._last_read: float | None = None  # when the last step in flight was read
 
     # -- the Batcher protocol -------------------------------------------------------
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
@@ -161,6 +169,8 @@ class MlxBatcher:
             self._prefill(plan, errors)
             self._join(plan, errors)
             launched = self._decode(errors)
+            if launched is not None:
+                launched.prompt_tokens = plan.prompt_tokens
             try:
                 if launched is not None:
                     mx.async_eval(launched.tokens, launched.finite, plan.arrays)
@@ -171,6 +181,7 @@ class MlxBatcher:
                 errors.update(self._fail([*plan.computed, *self._rows()], error))
                 launched = None
             results = self._read(self._in_flight, errors)
+            self._time(self._in_flight)
             self._in_flight = launched
         self._tidy(bool(plan.computed))
         return results
@@ -198,7 +209,8 @@ class MlxBatcher:
             self.max_batch_tokens,
             self.max_prefill_tokens,
             floor=MIN_PREFILL_TOKENS,
-            first_pending=self._first_pending(),
+            new_prompt=self._waiting[0].pending if self._waiting and not self._prefilling else None,
+            paced=self.pacer.limit(),
         )
         for seq in list(self._prefilling):
             budget -= self._plan(seq, budget, plan, errors)
@@ -209,16 +221,12 @@ class MlxBatcher:
             self._start(seq)
             budget -= self._plan(seq, budget, plan, errors)
 
-    def _first_pending(self) -> int:
-        """Prompt tokens the oldest unfinished prompt has to go."""
-        oldest = self._prefilling[:1] or list(self._waiting)[:1]
-        return oldest[0].pending if oldest else 0
-
     def _plan(self, seq: _Sequence, budget: int, plan: _Plan, errors: dict[int, Exception]) -> int:
         """Schedule up to `budget` of a prompt's pending tokens; returns how many."""
         if seq.failed or seq.cache is None:
             return 0
         count = max(0, min(seq.pending, budget))
+        plan.prompt_tokens += count
         if count == seq.pending:
             plan.ending.append(seq)
             return count
@@ -330,6 +338,14 @@ class MlxBatcher:
                 fed.append(None)
                 pieces.append(mx.array([seq.tokens[-1]], dtype=mx.uint32))
         return mx.concatenate(pieces), fed
+
+    def _time(self, flight: _InFlight | None) -> None:
+        """Tell the pacer what the step just read took: the time since the previous read,
+        when that step was in flight too (the device went straight from one to the next)."""
+        now = time.perf_counter()
+        if flight is not None and self._last_read is not None:
+            self.pacer.record(len(flight.rows), flight.prompt_tokens, now - self._last_read)
+        self._last_read = now if flight is not None else None
 
     def _read(self, flight: _InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
         """The tokens of a step handed to MLX earlier (the one host sync), and errors."""

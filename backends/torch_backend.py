@@ -34,6 +34,7 @@ from inferd.backends.torch_runner import ModelRunner
 from inferd.backends.torch_sampler import Sampler
 from inferd.backends.torch_threads import CPU_COMPUTE, physical_cores, use_threads
 from inferd.kv_blocks import BlockManager
+from inferd.prefill_pacer import PrefillPacer
 from inferd.scheduler import Scheduler
 
 DEVICES = ("cpu", "cuda")
@@ -158,6 +159,7 @@ class TorchBackend:
             blocks,
             max(options.max_batch_tokens, max_running),
             options.max_prefill_tokens,
+            PrefillPacer(options.prefill_slowdown, start_tokens=size),
         )
         sampler = Sampler(self.device, config.vocab_size)
         if self.device.type != "cpu":

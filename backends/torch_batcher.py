@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import torch
@@ -80,10 +81,13 @@ class TorchBatcher:
         with torch.inference_mode(), self._lock:
             if self._threads is not None:
                 use_threads(self._threads)
+            started = time.perf_counter()  # inside the lock: not another model's step
             sampled, failed = self._run_isolating(batch.items)
+            seconds = time.perf_counter() - started
         if failed:
             batch.items = [(seq, n) for seq, n in batch.items if seq.seq_id not in failed]
-        self.scheduler.postprocess(batch, {i: token for i, (token, _) in sampled.items()})
+        tokens = {i: token for i, (token, _) in sampled.items()}
+        self.scheduler.postprocess(batch, tokens, seconds if not failed else None)
         for seq_id, (token, finite) in sampled.items():
             if finite:
                 results.append(StepResult(seq_id, token=token))

@@ -35,6 +35,7 @@ def default_backend_factory(model: ModelConfig, device: str) -> Backend:
         kv_cache_tokens=model.kv_cache_tokens,
         prefix_cache_tokens=model.prefix_cache_tokens,
         max_batch_tokens=model.max_batch_tokens,
+        prefill_slowdown=model.prefill_slowdown,
         compile=model.compile,
     )
     if device == "metal":

@@ -6,7 +6,8 @@ steps instead of stalling every stream for the whole of its prefill (vLLM's chun
 prefill with max_num_batched_tokens). On a CPU that is nearly free: a step reads the
 weights once whatever the number of tokens in it, until the arithmetic catches up.
 The budget grows with the number of prompts waiting (prompt_budget), so a burst of new
-requests gets its first tokens sooner while one long prompt cannot stall the streams.
+requests gets its first tokens sooner while one long prompt cannot stall the streams:
+its chunks are as long as the step times allow (inferd/prefill_pacer.py).
 
 Memory is blocks (inferd/kv_blocks.py). A sequence takes its cached prefix and its
 first blocks when it is first scheduled, and one more block whenever it fills one.
@@ -21,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from inferd.kv_blocks import BlockManager
+from inferd.prefill_pacer import PrefillPacer
 from inferd.sequence import SequenceState
 
 
@@ -30,18 +32,19 @@ def prompt_budget(
     max_batch_tokens: int,
     max_prefill_tokens: int,
     floor: int,
-    first_pending: int | None = None,
+    new_prompt: int | None = None,
+    paced: int | None = None,
 ) -> int:
     """Prompt tokens a step may run besides its `decoding` single-token rows, with
-    `prompts` prompts not yet computed (started or waiting), the oldest of which has
-    `first_pending` tokens to go. The MLX engine uses it too.
+    `prompts` prompts not yet computed (started or waiting). The MLX engine uses it too.
 
     Nothing decoding: max_prefill_tokens (nobody waits on the step). One prompt beside
-    decoding streams: what the decodes leave of max_batch_tokens, so a long prompt
-    arriving while streams decode is spread thin -- but one whose rest fits in
-    max_batch_tokens runs whole: split in two, its request would wait a whole step more
-    for its first token (measured: 8 streams' last first token 0.70 s instead of 0.47
-    s when 7 decodes cut it to 57 + 7 tokens). Several: max_batch_tokens each, up to
+    decoding streams: a new one of `new_prompt` <= max_batch_tokens tokens runs whole
+    (cut to what the decodes leave, its request would wait a step more for its first
+    token: measured, 8 streams' last first token 0.70 s instead of 0.47 s); a longer one
+    goes in chunks of what the decodes leave of max_batch_tokens, and at most `paced`
+    tokens (inferd/prefill_pacer.py: what keeps the step within its slowdown), so the
+    streams keep their pace. Several: max_batch_tokens each, up to
     max_prefill_tokens, so a burst of new requests -- each waiting for its first token
     as the streams wait for their next -- is let in several prompts a step. Measured on
     the 0.5B model (int8, 2 cores): 32 streams' TTFT p95 went from 5.0 to 2.5 s, and a
@@ -51,9 +54,12 @@ def prompt_budget(
     if not decoding:
         return max_prefill_tokens
     if prompts <= 1:
-        if first_pending is not None and first_pending <= max_batch_tokens:
-            return max(first_pending, floor)
-        return max(max_batch_tokens - decoding, floor)
+        if new_prompt is not None and new_prompt <= max_batch_tokens:
+            return max(new_prompt, floor)
+        budget = max_batch_tokens - decoding
+        if paced is not None:
+            budget = min(budget, paced)
+        return max(budget, floor)
     return max(min(max_batch_tokens * prompts, max_prefill_tokens), floor)
 
 
@@ -72,11 +78,18 @@ class Scheduler:
     """Owns the waiting and running sequences and their blocks."""
 
     def __init__(
-        self, blocks: BlockManager, max_batch_tokens: int, max_prefill_tokens: int
+        self,
+        blocks: BlockManager,
+        max_batch_tokens: int,
+        max_prefill_tokens: int,
+        pacer: PrefillPacer | None = None,
     ) -> None:
         """max_batch_tokens bounds a step with decodes in it; max_prefill_tokens one without
-        (nobody waits on a step that only prefills, so it may be larger)."""
+        (nobody waits on a step that only prefills, so it may be larger). `pacer`, when
+        given, learns from the steps' times (postprocess) how long a long prompt's chunks
+        beside decodes may be."""
         self.blocks = blocks
+        self.pacer = pacer
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max(max_prefill_tokens, max_batch_tokens)
         self.waiting: deque[SequenceState] = deque()
@@ -122,7 +135,8 @@ class Scheduler:
             self.max_batch_tokens,
             self.max_prefill_tokens,
             floor=self.blocks.block_size,  # always at least one block's worth
-            first_pending=self._first_pending(prefilling),
+            new_prompt=len(self.waiting[0].tokens) if self.waiting and not prefilling else None,
+            paced=self.pacer.limit() if self.pacer is not None else None,
         )
         for seq in prefilling:
             budget -= self._schedule_prefill(seq, budget, batch)
@@ -140,16 +154,16 @@ class Scheduler:
             budget -= taken
         return batch
 
-    def _first_pending(self, prefilling: list[SequenceState]) -> int:
-        """Prompt tokens the oldest unfinished prompt has to go (a waiting one's cached
-        prefix is not known yet: counted whole)."""
-        if prefilling:
-            return prefilling[0].num_pending
-        return len(self.waiting[0].tokens) if self.waiting else 0
-
-    def postprocess(self, batch: ScheduledBatch, sampled: dict[int, int]) -> None:
+    def postprocess(
+        self, batch: ScheduledBatch, sampled: dict[int, int], seconds: float | None = None
+    ) -> None:
         """Record what ran: computed counts, newly full blocks, and the sampled tokens
-        (by seq_id; a sequence whose chunk ended short of its prompt samples nothing)."""
+        (by seq_id; a sequence whose chunk ended short of its prompt samples nothing);
+        `seconds`, what the step took, for the pacer."""
+        if self.pacer is not None and seconds is not None:
+            decodes = sum(1 for _, count in batch.items if count == 1)
+            prompt_tokens = sum(count for _, count in batch.items if count > 1)
+            self.pacer.record(decodes, prompt_tokens, seconds)
         for seq, count in batch.items:
             seq.num_computed += count
             self._register_full_blocks(seq)

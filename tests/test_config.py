@@ -105,6 +105,7 @@ def test_an_unknown_table_is_an_error_when_the_app_is_built(tmp_path):
         ('[[models]]\nid = "m"\nname = "n"\n', "model 'm': `path` is required"),
         (MODEL + "max_queue = -1\n", "models.0.max_queue"),
         (MODEL + "queue_timeout = 0\n", "models.0.queue_timeout"),
+        (MODEL + "prefill_slowdown = 0.5\n", "models.0.prefill_slowdown"),
         ("[server]\nlog_format = 'xml'\n", "server.log_format"),
         ("[server]\nmax_connections = 0\n", "server.max_connections"),
         ("[server]\nheader_timeout = 20\nbody_timeout = 10\n", "body_timeout"),

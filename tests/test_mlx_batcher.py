@@ -163,6 +163,41 @@ def test_running_streams_get_a_token_every_step_while_a_long_prompt_arrives(
     assert all(ids[:2] == [0, 1] for ids in seen)  # and nobody waited meanwhile
 
 
+class RecordingPacer:
+    """A pacer that allows 9 tokens a chunk and keeps what the batcher tells it."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, float]] = []
+
+    def record(self, decode_rows: int, prompt_tokens: int, seconds: float) -> None:
+        self.steps.append((decode_rows, prompt_tokens, seconds))
+
+    def limit(self) -> int:
+        return 9
+
+
+def test_the_pacer_times_each_step_and_sizes_a_long_prompts_chunks(owner, stories, prompts):
+    def run() -> tuple[list[tuple[int, int, float]], int]:
+        batcher = batcher_of(stories, small_steps(prefix=0))
+        batcher.pacer = pacer = RecordingPacer()
+        batcher.add(0, prompts[0], GREEDY)
+        batcher.add(1, prompts[1], GREEDY)
+        for _ in range(6):
+            batcher.step()
+        before = len(pacer.steps)
+        batcher.add(2, stories.encode_text(STORY), GREEDY)
+        while 2 not in {r.seq_id for r in batcher.step()}:
+            pass
+        return pacer.steps, before
+
+    steps, before = owner(run)
+    assert all(seconds > 0 for _, _, seconds in steps)
+    assert (2, 0) in {(rows, tokens) for rows, tokens, _ in steps[:before]}  # decodes alone
+    chunks = [tokens for rows, tokens, _ in steps[before:] if rows == 2 and tokens]
+    # 16 a step less the 2 decodes would be 14: the pacer's 9 it is, but for the last
+    assert len(chunks) > 3 and max(chunks) == 9 and chunks[:-1] == [9] * (len(chunks) - 1)
+
+
 def test_a_chats_next_turn_reuses_its_history(owner, stories):
     def run() -> tuple[int, int, list[int], list[int]]:
         batcher = batcher_of(stories, EngineOptions())

@@ -173,9 +173,9 @@ async def test_sampling_parameters_reach_the_backend(tmp_path):
 
     def spy(*args, **kwargs):
         worker = original(*args, **kwargs)
-        submit = worker.submit
-        worker.submit = lambda ids, params, observer=None: (
-            seen.append(params) or submit(ids, params, observer)
+        open_stream = worker.open
+        worker.open = lambda encode, params, observer=None: (
+            seen.append(params) or open_stream(encode, params, observer)
         )
         return worker
 

@@ -43,8 +43,14 @@ def test_a_device_this_machine_lacks_is_400_listing_the_available_ones(tmp_path)
 @pytest.mark.parametrize("compile_decode", [None, True, False])
 def test_the_engine_options_of_a_model_reach_its_torch_backend(tmp_path, compile_decode):
     model = ModelConfig(
-        id="tiny", name="org/tiny", path=str(tmp_path), max_batch_tokens=32, compile=compile_decode
+        id="tiny",
+        name="org/tiny",
+        path=str(tmp_path),
+        max_batch_tokens=32,
+        prefill_slowdown=1.5,
+        compile=compile_decode,
     )
     backend = default_backend_factory(model, "cpu")
     assert backend.options.compile is compile_decode
     assert backend.options.max_batch_tokens == 32
+    assert backend.options.prefill_slowdown == 1.5

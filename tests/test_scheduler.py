@@ -6,14 +6,21 @@ import pytest
 
 from inferd.backends.base import SamplingParams
 from inferd.kv_blocks import BlockManager
+from inferd.prefill_pacer import PrefillPacer
 from inferd.scheduler import Scheduler, prompt_budget
 from inferd.sequence import SequenceState
 
 PARAMS = SamplingParams(temperature=0.0)
 
 
-def scheduler(blocks: int = 64, size: int = 4, budget: int = 8, prefill: int = 16) -> Scheduler:
-    return Scheduler(BlockManager(blocks, size, max_cached_blocks=blocks), budget, prefill)
+def scheduler(
+    blocks: int = 64,
+    size: int = 4,
+    budget: int = 8,
+    prefill: int = 16,
+    pacer: PrefillPacer | None = None,
+) -> Scheduler:
+    return Scheduler(BlockManager(blocks, size, max_cached_blocks=blocks), budget, prefill, pacer)
 
 
 def add(sched: Scheduler, seq_id: int, length: int) -> SequenceState:
@@ -22,11 +29,12 @@ def add(sched: Scheduler, seq_id: int, length: int) -> SequenceState:
     return seq
 
 
-def step(sched: Scheduler) -> list[tuple[int, int]]:
-    """Schedule one step and record it as run, each finished row sampling token 7."""
+def step(sched: Scheduler, seconds: float | None = None) -> list[tuple[int, int]]:
+    """Schedule one step and record it as run (in `seconds`), each finished row
+    sampling token 7."""
     batch = sched.schedule()
     sampled = {seq.seq_id: 7 for seq, n in batch.items if seq.num_computed + n == len(seq.tokens)}
-    sched.postprocess(batch, sampled)
+    sched.postprocess(batch, sampled, seconds)
     return [(seq.seq_id, n) for seq, n in batch.items]
 
 
@@ -113,10 +121,16 @@ def test_the_prompt_budget_grows_with_the_prompts_waiting():
     assert prompt_budget(8, 20, 64, 512, floor=16) == 512
     # however many decode, a prompt advances
     assert prompt_budget(100, 1, 64, 512, floor=16) == 16
-    # ... and one whose rest fits in the step's 64 is not split by the decodes
-    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=64) == 64
-    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=60) == 60
-    assert prompt_budget(8, 1, 64, 512, floor=16, first_pending=65) == 56
+    # a new prompt that fits in the step's 64 is not cut by the decodes
+    assert prompt_budget(8, 1, 64, 512, floor=16, new_prompt=64) == 64
+    assert prompt_budget(8, 1, 64, 512, floor=16, new_prompt=60) == 60
+    assert prompt_budget(8, 1, 64, 512, floor=16, new_prompt=65) == 56
+    # the pacer can only shorten a long prompt's chunks, down to the floor
+    assert prompt_budget(8, 1, 64, 512, floor=16, paced=30) == 30
+    assert prompt_budget(8, 1, 64, 512, floor=16, paced=500) == 56
+    assert prompt_budget(8, 1, 64, 512, floor=16, paced=3) == 16
+    # nor does it touch a burst of prompts
+    assert prompt_budget(1, 7, 64, 512, floor=16, paced=30) == 448
 
 
 def test_a_short_prompt_beside_decodes_runs_whole_a_long_one_in_chunks():
@@ -146,3 +160,19 @@ def test_a_burst_of_prompts_starts_together_while_one_long_prompt_goes_in_chunks
     add(sched, 8, 3)
     # the long prompt is one of three now: 8 tokens each, oldest first
     assert step(sched) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 24)]
+
+
+def test_a_long_prompt_beside_decodes_goes_in_chunks_the_pacer_sizes_from_step_times():
+    sched = scheduler(budget=32, prefill=64, pacer=PrefillPacer(2.0, start_tokens=4))
+    for seq_id in (1, 2):
+        add(sched, seq_id, 3)
+    step(sched, 0.5)  # prompts alone: teaches the pacer nothing
+    assert step(sched, 0.010) == [(1, 1), (2, 1)]  # a decode step takes 10 ms
+    add(sched, 3, 200)
+    # its first chunk is the pacer's start, though the decodes leave 30 of 32
+    assert step(sched, 0.014) == [(1, 1), (2, 1), (3, 4)]
+    # 4 tokens added 4 ms of the 10 allowed: it may double
+    assert step(sched, 0.018) == [(1, 1), (2, 1), (3, 8)]
+    # 8 tokens added 8 ms: 10 next; then 10 added 20 ms: 5
+    assert step(sched, 0.030) == [(1, 1), (2, 1), (3, 10)]
+    assert step(sched) == [(1, 1), (2, 1), (3, 5)]

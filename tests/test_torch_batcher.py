@@ -98,3 +98,34 @@ def test_finished_sequences_give_their_blocks_back(stories, prompts):
 def test_a_prompt_longer_than_the_whole_cache_is_refused(stories):
     with pytest.raises(BackendError, match="kv_cache_tokens"):
         stories.batcher(4).add(0, [1] * 3000, GREEDY)
+
+
+class RecordingPacer:
+    """A pacer that allows 5 tokens a chunk and keeps what the steps tell it."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, float]] = []
+
+    def record(self, decode_rows: int, prompt_tokens: int, seconds: float) -> None:
+        self.steps.append((decode_rows, prompt_tokens, seconds))
+
+    def limit(self) -> int:
+        return 5
+
+
+def test_each_step_is_timed_for_the_pacer_which_sizes_a_long_prompts_chunks(stories, prompts):
+    batcher = stories.batcher(4)
+    batcher.scheduler.pacer = pacer = RecordingPacer()
+    for seq_id in (0, 1):
+        batcher.add(seq_id, prompts[seq_id], GREEDY)
+    for _ in range(4):
+        batcher.step()
+    before = len(pacer.steps)
+    batcher.add(2, prompts[2] * 3, GREEDY)  # longer than the 16 tokens of a step
+    while 2 not in {result.seq_id for result in batcher.step()}:
+        pass
+    assert all(seconds > 0 for _, _, seconds in pacer.steps)
+    assert (2, 0) in {(rows, tokens) for rows, tokens, _ in pacer.steps[:before]}
+    chunks = [tokens for rows, tokens, _ in pacer.steps[before:] if rows == 2]
+    # 16 a step less the 2 decodes would be 14; the pacer's 5, but never below a block (4)
+    assert len(chunks) > 2 and set(chunks[:-1]) == {5} and chunks[-1] <= 5
