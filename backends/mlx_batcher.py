@@ -68,6 +68,7 @@ class _Plan:
     computed: list[Any] = field(default_factory=list)  # sequences whose caches it extends
     arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
     prompt_tokens: int = 0  # prompt tokens it computes
+    chunk_tokens: int = 0  # of which in chunks that leave part of their prompt for later
 
 
 @dataclass(slots=True)
@@ -167,6 +168,9 @@ class MlxBatcher:
         with mx.stream(generation_stream):
             plan = _Plan()
             self._prefill(plan, errors)
+            early = None
+            if plan.arrays and self._in_flight is not None:
+                early = self._run_chunks_alone(plan, errors)
             self._join(plan, errors)
             launched = self._decode(errors)
             if launched is not None:
@@ -180,8 +184,10 @@ class MlxBatcher:
                 log.exception("an MLX step failed while evaluating")
                 errors.update(self._fail([*plan.computed, *self._rows()], error))
                 launched = None
-            results = self._read(self._in_flight, errors)
-            self._time(self._in_flight)
+            if early is None:
+                early = self._read(self._in_flight, errors)
+                self._time(self._in_flight)
+            results = early
             self._in_flight = launched
         self._tidy(bool(plan.computed))
         return results
@@ -201,19 +207,25 @@ class MlxBatcher:
         """Plan this step's prompt work within its token budget, oldest prompt first.
 
         A chunk that leaves part of its prompt for later runs now, on the sequence's own
-        cache; the prompts that end in this step go to plan.ending, to run together.
+        cache; the prompts that end in this step go to plan.ending, to run together. A
+        long prompt paced beside decoding rows runs its last chunk apart too, and joins
+        the batch in the next step: joining (its cache merged into the batch's, every row
+        padded to its length) is the costliest step of its prefill already.
         """
+        prompts = len(self._prefilling) + len(self._waiting)
+        new_prompt = self._waiting[0].pending if self._waiting and not self._prefilling else None
         budget = prompt_budget(
             len(self.batch),
-            len(self._prefilling) + len(self._waiting),
+            prompts,
             self.max_batch_tokens,
             self.max_prefill_tokens,
             floor=MIN_PREFILL_TOKENS,
-            new_prompt=self._waiting[0].pending if self._waiting and not self._prefilling else None,
+            new_prompt=new_prompt,
             paced=self.pacer.limit(),
         )
+        paced = bool(len(self.batch)) and prompts == 1 and new_prompt is None
         for seq in list(self._prefilling):
-            budget -= self._plan(seq, budget, plan, errors)
+            budget -= self._plan(seq, budget, plan, errors, last_apart=paced)
         # Later prompts start only when there is budget for them, so one that shares a
         # prefix with an earlier one finds the part computed so far in the prompt cache.
         while budget > 0 and self._waiting and self._fits(self._waiting[0]):
@@ -221,13 +233,21 @@ class MlxBatcher:
             self._start(seq)
             budget -= self._plan(seq, budget, plan, errors)
 
-    def _plan(self, seq: _Sequence, budget: int, plan: _Plan, errors: dict[int, Exception]) -> int:
-        """Schedule up to `budget` of a prompt's pending tokens; returns how many."""
+    def _plan(
+        self,
+        seq: _Sequence,
+        budget: int,
+        plan: _Plan,
+        errors: dict[int, Exception],
+        last_apart: bool = False,
+    ) -> int:
+        """Schedule up to `budget` of a prompt's pending tokens; returns how many.
+        `last_apart`: its last chunk too runs on its own cache, and it joins next step."""
         if seq.failed or seq.cache is None:
             return 0
         count = max(0, min(seq.pending, budget))
         plan.prompt_tokens += count
-        if count == seq.pending:
+        if count == seq.pending and not (last_apart and count):
             plan.ending.append(seq)
             return count
         if not count:
@@ -240,6 +260,7 @@ class MlxBatcher:
             errors.update(self._fail([seq], error))
             return 0
         seq.num_computed += count  # in the graph now; a failed evaluation fails it anyway
+        plan.chunk_tokens += count
         plan.computed.append(seq)
         plan.arrays.append([layer.state for layer in seq.cache])
         self._offer(seq, seq.cache)  # a prompt started after this one may share it
@@ -339,12 +360,33 @@ class MlxBatcher:
                 pieces.append(mx.array([seq.tokens[-1]], dtype=mx.uint32))
         return mx.concatenate(pieces), fed
 
+    def _run_chunks_alone(self, plan: _Plan, errors: dict[int, Exception]) -> list[StepResult]:
+        """For a step with prompt chunks beside decoding rows: read the step in flight,
+        then evaluate the chunks on their own, timed for the pacer; returns what was read.
+
+        Handed to MLX with the step's decode pass instead, a chunk runs after the tokens
+        (nothing in the step waits for it), so its cost would show in the next step's
+        time, and the pacer would learn it a step late and from the wrong step.
+        """
+        results = self._read(self._in_flight, errors)
+        self._time(self._in_flight)
+        started = time.perf_counter()
+        try:
+            mx.eval(plan.arrays)
+        except Exception as error:
+            log.exception("an MLX prompt chunk failed while evaluating")
+            errors.update(self._fail(plan.computed, error))
+        else:
+            self.pacer.record_chunk(plan.chunk_tokens, time.perf_counter() - started)
+        plan.arrays = []
+        return results
+
     def _time(self, flight: _InFlight | None) -> None:
-        """Tell the pacer what the step just read took: the time since the previous read,
-        when that step was in flight too (the device went straight from one to the next)."""
+        """Tell the pacer what a decode pass takes: the time between two reads, when the
+        step read was in flight since the previous one and computed no prompt tokens."""
         now = time.perf_counter()
-        if flight is not None and self._last_read is not None:
-            self.pacer.record(len(flight.rows), flight.prompt_tokens, now - self._last_read)
+        if flight is not None and self._last_read is not None and not flight.prompt_tokens:
+            self.pacer.record_decode(now - self._last_read)
         self._last_read = now if flight is not None else None
 
     def _read(self, flight: _InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:

@@ -38,17 +38,25 @@ class PrefillPacer:
         if not decode_rows:
             return
         if not prompt_tokens:
-            previous = self._decode_seconds
-            self._decode_seconds = (
-                seconds if previous is None else previous + _DECODE_WEIGHT * (seconds - previous)
-            )
+            self.record_decode(seconds)
+        elif self._decode_seconds is not None:
+            self.record_chunk(prompt_tokens, seconds - self._decode_seconds)
+
+    def record_decode(self, seconds: float) -> None:
+        """A step of decode rows alone took `seconds`."""
+        previous = self._decode_seconds
+        self._decode_seconds = (
+            seconds if previous is None else previous + _DECODE_WEIGHT * (seconds - previous)
+        )
+
+    def record_chunk(self, prompt_tokens: int, seconds: float) -> None:
+        """`prompt_tokens` of prompt chunks added `seconds` to a step (an engine that
+        times its chunks on their own says so directly)."""
+        if self._decode_seconds is None or prompt_tokens <= 0:
             return
-        if self._decode_seconds is None:
-            return
-        extra = seconds - self._decode_seconds
         allowed = (self.slowdown - 1) * self._decode_seconds
         grown = 2.0 * prompt_tokens
-        self._limit = grown if extra <= 0 else min(prompt_tokens * allowed / extra, grown)
+        self._limit = grown if seconds <= 0 else min(prompt_tokens * allowed / seconds, grown)
 
     def limit(self) -> int | None:
         """Prompt tokens the next step may carry beside its decode rows; None: no limit

@@ -167,35 +167,44 @@ class RecordingPacer:
     """A pacer that allows 9 tokens a chunk and keeps what the batcher tells it."""
 
     def __init__(self) -> None:
-        self.steps: list[tuple[int, int, float]] = []
+        self.decodes: list[float] = []
+        self.chunks: list[tuple[int, float]] = []
 
-    def record(self, decode_rows: int, prompt_tokens: int, seconds: float) -> None:
-        self.steps.append((decode_rows, prompt_tokens, seconds))
+    def record_decode(self, seconds: float) -> None:
+        self.decodes.append(seconds)
+
+    def record_chunk(self, prompt_tokens: int, seconds: float) -> None:
+        self.chunks.append((prompt_tokens, seconds))
 
     def limit(self) -> int:
         return 9
 
 
-def test_the_pacer_times_each_step_and_sizes_a_long_prompts_chunks(owner, stories, prompts):
-    def run() -> tuple[list[tuple[int, int, float]], int]:
+def test_the_pacer_times_decode_steps_and_chunks_and_sizes_a_long_prompts_chunks(
+    owner, stories, prompts
+):
+    def run() -> tuple[RecordingPacer, int, int, int]:
         batcher = batcher_of(stories, small_steps(prefix=0))
         batcher.pacer = pacer = RecordingPacer()
         batcher.add(0, prompts[0], GREEDY)
         batcher.add(1, prompts[1], GREEDY)
         for _ in range(6):
             batcher.step()
-        before = len(pacer.steps)
-        batcher.add(2, stories.encode_text(STORY), GREEDY)
+        decodes_before, chunks_before = len(pacer.decodes), len(pacer.chunks)
+        long_prompt = stories.encode_text(STORY)
+        batcher.add(2, long_prompt, GREEDY)
         while 2 not in {r.seq_id for r in batcher.step()}:
             pass
-        return pacer.steps, before
+        return pacer, decodes_before, chunks_before, len(long_prompt)
 
-    steps, before = owner(run)
-    assert all(seconds > 0 for _, _, seconds in steps)
-    assert (2, 0) in {(rows, tokens) for rows, tokens, _ in steps[:before]}  # decodes alone
-    chunks = [tokens for rows, tokens, _ in steps[before:] if rows == 2 and tokens]
-    # 16 a step less the 2 decodes would be 14: the pacer's 9 it is, but for the last
-    assert len(chunks) > 3 and max(chunks) == 9 and chunks[:-1] == [9] * (len(chunks) - 1)
+    pacer, decodes_before, chunks_before, length = owner(run)
+    assert decodes_before > 0 and all(seconds > 0 for seconds in pacer.decodes)
+    chunks = [tokens for tokens, _ in pacer.chunks[chunks_before:]]
+    # 16 a step less the 2 decodes would be 14: the pacer's 9; each chunk timed on its own,
+    # the last one too (the prompt joins the batch in a step of its own)
+    assert len(chunks) > 3 and set(chunks[:-1]) == {9} and 0 < chunks[-1] <= 9
+    assert all(seconds > 0 for _, seconds in pacer.chunks)
+    assert sum(chunks) == length - 1  # all but the last token, the first decode's input
 
 
 def test_a_chats_next_turn_reuses_its_history(owner, stories):

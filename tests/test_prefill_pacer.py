@@ -57,3 +57,12 @@ def test_a_limit_is_at_least_one_token():
 def test_a_slowdown_below_one_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         PrefillPacer(0.5, start_tokens=16)
+
+
+def test_an_engine_may_time_its_chunks_on_their_own():
+    pacer = PrefillPacer(2.0, start_tokens=8)
+    pacer.record_chunk(8, 0.004)  # no decode time yet: nothing to compare with
+    assert pacer.limit() is None
+    pacer.record_decode(0.006)
+    pacer.record_chunk(8, 0.012)  # 8 tokens cost 12 ms where 6 are allowed
+    assert pacer.limit() == 4
