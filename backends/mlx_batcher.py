@@ -56,6 +56,11 @@ log = logging.getLogger("inferd.mlx")
 # pacer's first chunk beside them). Small: on MLX's CPU backend 8 tokens of a long
 # prompt can already cost more than a step of 8 decodes.
 MIN_PREFILL_TOKENS = 8
+# A step with a long prompt's chunk takes at most this many times the decodes alone,
+# unless configured: on MLX's CPU backend a chunk costs several decode steps (its
+# attention grows with the prompt), and unpaced a 360-token prompt raised 8 stories260K
+# streams' inter-token p99 5.2x; paced at 2, 1.5-1.9x (at 3: 3.3x).
+DEFAULT_PREFILL_SLOWDOWN = 2.0
 # Decode steps between returns of MLX's freed buffers to the system (as mlx-lm does).
 _CLEAR_EVERY = 256
 
@@ -112,7 +117,8 @@ class MlxBatcher:
         self._seqs: dict[int, _Sequence] = {}
         self._in_flight: _InFlight | None = None
         self._steps = 0
-        self.pacer = PrefillPacer(options.prefill_slowdown, start_tokens=MIN_PREFILL_TOKENS)
+        slowdown = options.prefill_slowdown or DEFAULT_PREFILL_SLOWDOWN
+        self.pacer = PrefillPacer(slowdown, start_tokens=MIN_PREFILL_TOKENS)
         self._last_read: float | None = None  # when the last step in flight was read
 
     # -- the Batcher protocol -------------------------------------------------------

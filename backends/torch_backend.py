@@ -159,7 +159,12 @@ class TorchBackend:
             blocks,
             max(options.max_batch_tokens, max_running),
             options.max_prefill_tokens,
-            PrefillPacer(options.prefill_slowdown, start_tokens=size),
+            # unpaced by default: measured, chunks of max_batch_tokens kept 8 streams'
+            # inter-token p99 within 2.2x of steady with a 2,000-token prompt beside them,
+            # and that prompt's first token came 2.3x sooner than paced at 2
+            None
+            if options.prefill_slowdown is None
+            else PrefillPacer(options.prefill_slowdown, start_tokens=size),
         )
         sampler = Sampler(self.device, config.vocab_size)
         if self.device.type != "cpu":

@@ -161,8 +161,9 @@ class ModelConfig(_Section):
     kv_cache_tokens: int = Field(65536, ge=64)  # KV cache size, all requests together
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
     max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
-    # how many times a decode-only step a step may take with a long prompt's chunk in it
-    prefill_slowdown: float = Field(2.0, ge=1.0)
+    # how many times a decode-only step a step may take with a long prompt's chunk in it;
+    # default: torch unpaced (max_batch_tokens alone), MLX 2
+    prefill_slowdown: float | None = Field(None, ge=1.0)
     # torch: compile the forward passes at load; default: on a CPU, for models of 100M+ params
     compile: bool | None = None
     # -- backend = "openai" only (inferd/remote/) --
