@@ -394,15 +394,22 @@ def _encoding(text: str):
     return encode
 
 
-async def test_open_encodes_on_the_owner_thread_and_joins_the_next_step(make_worker):
+async def _open_during_a_step(make_worker, max_tokens: int):
+    """A worker whose first step (request A's) is held while request B is opened:
+    (backend, A's stream, B's opening task); the caller lets the step end."""
     backend = LabelledBackend()
     backend.hold = threading.Event()
     worker = make_worker(backend)
     await worker.ready()
-    first = worker.submit(_ids("A"), _params(max_tokens=3))
+    first = worker.submit(_ids("A"), _params(max_tokens=max_tokens))
     await wait_for(lambda: backend.schedule == ["A"])  # A's first step runs, held
-    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=3)))
+    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=max_tokens)))
     await asyncio.sleep(0.05)
+    return backend, worker, first, opening
+
+
+async def test_open_encodes_on_the_owner_thread_and_joins_the_next_step(make_worker):
+    backend, _, first, opening = await _open_during_a_step(make_worker, max_tokens=3)
     backend.hold.set()
     second = await asyncio.wait_for(opening, 5)
     assert second.stats.prompt_tokens == 1
@@ -427,14 +434,7 @@ async def test_open_raises_what_encoding_raises_and_queues_nothing(make_worker):
 
 
 async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
-    backend = LabelledBackend()
-    backend.hold = threading.Event()
-    worker = make_worker(backend)
-    await worker.ready()
-    first = worker.submit(_ids("A"), _params(max_tokens=2))
-    await wait_for(lambda: backend.schedule == ["A"])
-    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=2)))
-    await asyncio.sleep(0.05)
+    backend, worker, first, opening = await _open_during_a_step(make_worker, max_tokens=2)
     opening.cancel()  # the client went away while its prompt waited to be encoded
     with pytest.raises(asyncio.CancelledError):
         await opening
