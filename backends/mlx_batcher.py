@@ -72,8 +72,7 @@ class _Plan:
     ending: list[Any] = field(default_factory=list)  # sequences whose prompts end in it
     computed: list[Any] = field(default_factory=list)  # sequences whose caches it extends
     arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
-    prompt_tokens: int = 0  # prompt tokens it computes
-    chunk_tokens: int = 0  # of which in chunks that leave part of their prompt for later
+    chunk_tokens: int = 0  # in chunks that leave part of their prompt for later
 
 
 @dataclass(slots=True)
@@ -83,7 +82,7 @@ class _InFlight:
     rows: list[Any]  # the sequences, in row order
     tokens: mx.array
     finite: mx.array
-    prompt_tokens: int = 0  # prompt tokens computed in the same step (for the pacer)
+    decode_only: bool = True  # no prompt computed or joined in the same step (pacer)
 
 
 @dataclass(slots=True, eq=False)
@@ -174,13 +173,13 @@ class MlxBatcher:
         with mx.stream(generation_stream):
             plan = _Plan()
             self._prefill(plan, errors)
-            early = None
+            read = None  # the step in flight's results, once read
             if plan.arrays and self._in_flight is not None:
-                early = self._run_chunks_alone(plan, errors)
+                read = self._run_chunks_alone(plan, errors)
             self._join(plan, errors)
             launched = self._decode(errors)
             if launched is not None:
-                launched.prompt_tokens = plan.prompt_tokens
+                launched.decode_only = not plan.computed
             try:
                 if launched is not None:
                     mx.async_eval(launched.tokens, launched.finite, plan.arrays)
@@ -190,10 +189,7 @@ class MlxBatcher:
                 log.exception("an MLX step failed while evaluating")
                 errors.update(self._fail([*plan.computed, *self._rows()], error))
                 launched = None
-            if early is None:
-                early = self._read(self._in_flight, errors)
-                self._time(self._in_flight)
-            results = early
+            results = read if read is not None else self._read_in_flight(errors)
             self._in_flight = launched
         self._tidy(bool(plan.computed))
         return results
@@ -252,7 +248,6 @@ class MlxBatcher:
         if seq.failed or seq.cache is None:
             return 0
         count = max(0, min(seq.pending, budget))
-        plan.prompt_tokens += count
         if count == seq.pending and not (last_apart and count):
             plan.ending.append(seq)
             return count
@@ -374,8 +369,7 @@ class MlxBatcher:
         (nothing in the step waits for it), so its cost would show in the next step's
         time, and the pacer would learn it a step late and from the wrong step.
         """
-        results = self._read(self._in_flight, errors)
-        self._time(self._in_flight)
+        results = self._read_in_flight(errors)
         started = time.perf_counter()
         try:
             mx.eval(plan.arrays)
@@ -387,13 +381,17 @@ class MlxBatcher:
         plan.arrays = []
         return results
 
-    def _time(self, flight: _InFlight | None) -> None:
-        """Tell the pacer what a decode pass takes: the time between two reads, when the
-        step read was in flight since the previous one and computed no prompt tokens."""
+    def _read_in_flight(self, errors: dict[int, Exception]) -> list[StepResult]:
+        """_read the step in flight, and tell the pacer what a decode pass takes: the time
+        since the previous read, when this step was in flight since then and computed
+        no prompt."""
+        flight = self._in_flight
+        results = self._read(flight, errors)
         now = time.perf_counter()
-        if flight is not None and self._last_read is not None and not flight.prompt_tokens:
+        if flight is not None and self._last_read is not None and flight.decode_only:
             self.pacer.record_decode(now - self._last_read)
         self._last_read = now if flight is not None else None
+        return results
 
     def _read(self, flight: _InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
         """The tokens of a step handed to MLX earlier (the one host sync), and errors."""

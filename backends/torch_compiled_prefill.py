@@ -27,54 +27,42 @@ from inferd.backends.torch_decoder import LeanDecoder, layer_inputs, layer_outpu
 from inferd.backends.torch_kv_cache import KVCache
 
 
-class CompiledPrefill:
-    """LeanDecoder's forward with each layer's token-wise halves compiled."""
+def with_compiled_halves(decoder: LeanDecoder, compiler: Callable | None = None) -> LeanDecoder:
+    """LeanDecoder's forward with each layer's token-wise halves compiled. `compiler`:
+    torch.compile unless given (tests pass the identity)."""
+    inputs = compiled_for(decoder.model, layer_inputs, compiler)
+    output = compiled_for(decoder.model, layer_output, compiler)
 
-    def __init__(self, decoder: LeanDecoder, compiler: Callable | None = None) -> None:
-        """`compiler`: torch.compile unless given (tests pass the identity)."""
-        inputs = compiled_for(decoder.model, layer_inputs, compiler)
-        output = compiled_for(decoder.model, layer_output, compiler)
+    # any number of tokens: one graph each, never specialized
+    def marked_inputs(
+        decoder: LeanDecoder,
+        layer: torch.nn.Module,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        for tensor in (hidden, cos, sin):
+            mark_unbacked(tensor, 1, shape_id="tokens")
+        return inputs(decoder, layer, hidden, cos, sin)
 
-        # any number of tokens: one graph each, never specialized
-        def marked_inputs(
-            decoder: LeanDecoder,
-            layer: torch.nn.Module,
-            hidden: torch.Tensor,
-            cos: torch.Tensor,
-            sin: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            for tensor in (hidden, cos, sin):
-                mark_unbacked(tensor, 1, shape_id="tokens")
-            return inputs(decoder, layer, hidden, cos, sin)
-
-        def marked_output(
-            layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
-        ) -> torch.Tensor:
-            for tensor in (hidden, attended):
-                mark_unbacked(tensor, 1, shape_id="tokens")
-            return output(layer, hidden, attended)
-
-        self._forward = decoder.with_layer_halves(marked_inputs, marked_output)
-
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        keep: torch.Tensor,
-        layout: StepLayout,
+    def marked_output(
+        layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
     ) -> torch.Tensor:
-        """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step."""
-        return self._forward(input_ids, position_ids, keep, layout)
+        for tensor in (hidden, attended):
+            mark_unbacked(tensor, 1, shape_id="tokens")
+        return output(layer, hidden, attended)
+
+    return decoder.with_layer_halves(marked_inputs, marked_output)
 
 
-def compiled_prefill(decoder: LeanDecoder, cache: KVCache) -> CompiledPrefill | None:
-    """A CompiledPrefill, compiled now, if its logits on probe steps match the eager
-    forward's; None, with the reason logged, otherwise."""
+def compiled_prefill(decoder: LeanDecoder, cache: KVCache) -> LeanDecoder | None:
+    """The decoder with compiled halves (with_compiled_halves), compiled now, if its logits
+    on probe steps match the eager forward's; None, with the reason logged, otherwise."""
     # two sizes: the graphs and their reuse
     probes = [
         lambda tokens=tokens: prefill_probe_inputs(decoder, cache, tokens) for tokens in (7, 12)
     ]
-    return verified("prefill", lambda: CompiledPrefill(decoder), decoder, probes)
+    return verified("prefill", lambda: with_compiled_halves(decoder), decoder, probes)
 
 
 def prefill_probe_inputs(

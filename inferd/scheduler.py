@@ -6,8 +6,9 @@ steps instead of stalling every stream for the whole of its prefill (vLLM's chun
 prefill with max_num_batched_tokens). On a CPU that is nearly free: a step reads the
 weights once whatever the number of tokens in it, until the arithmetic catches up.
 The budget grows with the number of prompts waiting (prompt_budget), so a burst of new
-requests gets its first tokens sooner while one long prompt cannot stall the streams:
-its chunks are as long as the step times allow (inferd/prefill_pacer.py).
+requests gets its first tokens sooner while one long prompt cannot stall the streams
+(with a pacer, its chunks are as long as the measured step times allow:
+inferd/prefill_pacer.py).
 
 Memory is blocks (inferd/kv_blocks.py). A sequence takes its cached prefix and its
 first blocks when it is first scheduled, and one more block whenever it fills one.

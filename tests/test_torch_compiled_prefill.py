@@ -9,9 +9,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends import torch_compiled_decode
 from inferd.backends.torch_compiled_prefill import (
-    CompiledPrefill,
     compiled_prefill,
     prefill_probe_inputs,
+    with_compiled_halves,
 )
 from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_quant import quantize
@@ -28,7 +28,7 @@ def test_the_functions_it_compiles_compute_the_lean_forward_exactly(
 ):
     model = quantize(tiny_model(kind, config_class, **extra), quantization)
     decoder, cache = LeanDecoder(model), cache_for(model)
-    plain = CompiledPrefill(decoder, compiler=identity)
+    plain = with_compiled_halves(decoder, compiler=identity)
     with torch.inference_mode():
         for tokens in (3, 10):
             inputs = prefill_probe_inputs(decoder, cache, tokens)
