@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout, paged_attention
+from inferd.backends import torch_attention
+from inferd.backends.torch_attention import (
+    LAYOUT_KWARG,
+    PrefillChunk,
+    StepLayout,
+    chunk_groups,
+    paged_attention,
+)
 from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
 
 HEADS, KV_HEADS, DIM, SIZE = 4, 2, 8, 4
@@ -74,3 +81,57 @@ def test_decode_rows_and_a_prefill_chunk_match_attention_over_each_sequence():
 
     expected = torch.cat([reference(queries[s], keys[s], values[s], cached[s]) for s in order])
     torch.testing.assert_close(out[0], expected)
+
+
+def fresh_chunk(start: int, length: int, first_slot: int) -> PrefillChunk:
+    """A new prompt's first chunk: nothing cached before it (no mask)."""
+    return PrefillChunk(start, length, torch.arange(first_slot, first_slot + length), None)
+
+
+def test_adjacent_new_prompts_of_one_length_attend_as_one_group():
+    a, b, c = fresh_chunk(0, 4, 4), fresh_chunk(4, 4, 8), fresh_chunk(8, 4, 12)
+    shorter, after = fresh_chunk(12, 3, 16), fresh_chunk(15, 3, 20)
+    cached = PrefillChunk(18, 3, torch.arange(24, 30), torch.ones(3, 6, dtype=torch.bool))
+    last = fresh_chunk(21, 3, 32)
+    assert chunk_groups([a, b, c, shorter, after, cached, last]) == [
+        [a, b, c],
+        [shorter, after],
+        [cached],  # a chunk after a cached prefix attends on its own
+        [last],
+    ]
+    assert chunk_groups([a, c]) == [[a], [c]]  # not adjacent in the step's row
+
+
+def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone():
+    torch.manual_seed(1)
+    cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=torch.float32, device=torch.device("cpu"))
+    lengths = [5, 5, 5, 3]  # three grouped, the fourth alone
+    tokens = sum(lengths)
+    query = torch.randn(1, HEADS, tokens, DIM)
+    key, value = torch.randn(1, KV_HEADS, tokens, DIM), torch.randn(1, KV_HEADS, tokens, DIM)
+    chunks, start = [], 0
+    for i, length in enumerate(lengths):  # each prompt on blocks of its own
+        chunks.append(fresh_chunk(start, length, SIZE * (1 + 2 * i)))
+        start += length
+    layout = StepLayout(cache, torch.cat([c.kv_slots for c in chunks]), prefills=chunks)
+    together, _ = paged_attention(
+        Layer(), query, key, value, None, scaling=DIM**-0.5, **{LAYOUT_KWARG: layout}
+    )
+    for chunk in chunks:
+        rows = slice(chunk.start, chunk.start + chunk.length)
+        own = PrefillChunk(0, chunk.length, chunk.kv_slots, None)
+        alone, _ = paged_attention(
+            Layer(),
+            query[:, :, rows],
+            key[:, :, rows],
+            value[:, :, rows],
+            None,
+            scaling=DIM**-0.5,
+            **{LAYOUT_KWARG: StepLayout(cache, chunk.kv_slots, prefills=[own])},
+        )
+        assert torch.equal(together[0, rows], alone[0])
+        # and as over the keys and values read back from the cache
+        from_cache = torch_attention._attend_cached(layout, 0, query, chunk, DIM**-0.5)
+        assert torch.equal(together[0, rows], from_cache)
+        expected = reference(query[0, :, rows], key[0, :, rows], value[0, :, rows], 0)
+        torch.testing.assert_close(alone[0], expected)

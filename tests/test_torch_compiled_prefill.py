@@ -42,7 +42,7 @@ def test_one_graph_pair_serves_any_number_of_tokens_close_to_eager():
     assert compiled is not None
     graphs = counters["stats"]["unique_graphs"]
     with torch.inference_mode():
-        for tokens in (1, 5, 16):
+        for tokens in (2, 5, 16):  # a step with a prompt chunk runs 2 tokens at least
             inputs = prefill_probe_inputs(decoder, cache, tokens)
             expected, got = decoder(*inputs), compiled(*inputs)
             assert ((got - expected).norm() / expected.norm()).item() < 0.05
