@@ -5,6 +5,14 @@ within the token budget, the runner (torch_runner.py) runs them as one forward p
 over the paged cache, the sampler (torch_sampler.py) picks every sampling row's token
 at once, and the scheduler records what was computed.
 
+A step the runner would take in two passes -- decode rows in the compiled decode graph,
+prompt chunks in their own (torch_runner.py) -- is run as two: the prompt chunks first,
+their first tokens out to their clients, then on the next call the decode rows
+scheduled with them (without those that finished in between). The decoding streams get
+their tokens when they would have, and a new request's first token comes a decode
+pass sooner: 32 prompts of 64 tokens at once (Qwen2.5-0.5B shape, int8, 2 cores,
+interleaved), the last first token after 1.85 s instead of 1.93, the mean 1.13 / 1.18.
+
 Failures stay with their sequence. When a forward pass raises (a token id the model
 does not have, say) and it carried several sequences, each is run again alone -- the
 cache writes of a step are idempotent, so rerunning one is safe -- and only those that
@@ -31,7 +39,7 @@ from inferd.backends.base import (
 from inferd.backends.torch_runner import ModelRunner
 from inferd.backends.torch_sampler import Sampler
 from inferd.backends.torch_threads import use_threads
-from inferd.scheduler import Scheduler
+from inferd.scheduler import ScheduledBatch, Scheduler
 from inferd.sequence import SequenceState
 
 log = logging.getLogger("inferd.torch")
@@ -55,6 +63,7 @@ class TorchBatcher:
         self._lock = compute_lock or contextlib.nullcontext()
         self._threads = threads
         self._seqs: dict[int, SequenceState] = {}
+        self._decodes_left: list[Item] = []  # the second pass of a step run in two
 
     def add(self, seq_id: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         if not prompt_ids:
@@ -74,7 +83,18 @@ class TorchBatcher:
             self.scheduler.finish(seq)
 
     def step(self) -> list[StepResult]:
+        if self._decodes_left:
+            items, self._decodes_left = self._decodes_left, []
+            live = [(seq, n) for seq, n in items if self._seqs.get(seq.seq_id) is seq]
+            return self._run_batch(ScheduledBatch(live))
         batch = self.scheduler.schedule()
+        if not self.runner.runs_apart(batch.items):
+            return self._run_batch(batch)
+        self._decodes_left = [(seq, n) for seq, n in batch.items if n == 1]
+        batch.items = [(seq, n) for seq, n in batch.items if n > 1]
+        return self._run_batch(batch, decodes_apart=True)
+
+    def _run_batch(self, batch: ScheduledBatch, decodes_apart: bool = False) -> list[StepResult]:
         results = [StepResult(seq.seq_id, error=BackendError(why)) for seq, why in batch.failed]
         if not batch.items:
             return results
@@ -87,7 +107,8 @@ class TorchBatcher:
         if failed:
             batch.items = [(seq, n) for seq, n in batch.items if seq.seq_id not in failed]
         tokens = {i: token for i, (token, _) in sampled.items()}
-        self.scheduler.postprocess(batch, tokens, seconds if not failed else None)
+        timed = seconds if not failed else None
+        self.scheduler.postprocess(batch, tokens, timed, decodes_apart=decodes_apart)
         for seq_id, (token, finite) in sampled.items():
             if finite:
                 results.append(StepResult(seq_id, token=token))

@@ -51,10 +51,15 @@ class ModelRunner:
         probe failed)."""
         return self._compiled is not None
 
+    def runs_apart(self, items: Sequence[tuple[SequenceState, int]]) -> bool:
+        """Whether run() takes these items' decode rows and prompt chunks in two passes."""
+        kinds = {n == 1 for _, n in items}
+        return self._compiled is not None and len(kinds) == 2
+
     def run(self, items: Sequence[tuple[SequenceState, int]]) -> StepOutput:
         decodes = [(seq, n) for seq, n in items if n == 1]
         prefills = [(seq, n) for seq, n in items if n > 1]
-        if self._compiled is not None and decodes and prefills:
+        if self.runs_apart(items):
             # Decode rows always take the compiled graph, whose rounding differs from the
             # eager pass: were they to run eagerly here, a sequence would decode
             # differently depending on whether others were prefilling beside it.

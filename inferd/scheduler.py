@@ -156,15 +156,25 @@ class Scheduler:
         return batch
 
     def postprocess(
-        self, batch: ScheduledBatch, sampled: dict[int, int], seconds: float | None = None
+        self,
+        batch: ScheduledBatch,
+        sampled: dict[int, int],
+        seconds: float | None = None,
+        *,
+        decodes_apart: bool = False,
     ) -> None:
         """Record what ran: computed counts, newly full blocks, and the sampled tokens
         (by seq_id; a sequence whose chunk ended short of its prompt samples nothing);
-        `seconds`, what the step took, for the pacer."""
+        `seconds`, what the step took, for the pacer. `decodes_apart`: the batch is a
+        step's prompt chunks, run apart from the decode rows scheduled beside them (the
+        pacer takes its time as what the chunks add to those rows' step)."""
         if self.pacer is not None and seconds is not None:
             decodes = sum(1 for _, count in batch.items if count == 1)
             prompt_tokens = sum(count for _, count in batch.items if count > 1)
-            self.pacer.record(decodes, prompt_tokens, seconds)
+            if decodes_apart:
+                self.pacer.record_chunk(prompt_tokens, seconds)
+            else:
+                self.pacer.record(decodes, prompt_tokens, seconds)
         for seq, count in batch.items:
             seq.num_computed += count
             self._register_full_blocks(seq)

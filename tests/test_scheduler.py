@@ -7,7 +7,7 @@ import pytest
 from inferd.backends.base import SamplingParams
 from inferd.kv_blocks import BlockManager
 from inferd.prefill_pacer import PrefillPacer
-from inferd.scheduler import Scheduler, prompt_budget
+from inferd.scheduler import ScheduledBatch, Scheduler, prompt_budget
 from inferd.sequence import SequenceState
 
 PARAMS = SamplingParams(temperature=0.0)
@@ -176,3 +176,21 @@ def test_a_long_prompt_beside_decodes_goes_in_chunks_the_pacer_sizes_from_step_t
     # 8 tokens added 8 ms: 10 next; then 10 added 20 ms: 5
     assert step(sched, 0.030) == [(1, 1), (2, 1), (3, 10)]
     assert step(sched) == [(1, 1), (2, 1), (3, 5)]
+
+
+def test_prompt_chunks_run_apart_from_their_decodes_are_timed_as_what_they_add():
+    """An engine that runs a step's chunks in a pass of their own reports that pass."""
+    sched = scheduler(budget=32, prefill=64, pacer=PrefillPacer(2.0, start_tokens=4))
+    for seq_id in (1, 2):
+        add(sched, seq_id, 3)
+    step(sched, 0.5)
+    step(sched, 0.010)  # a decode step takes 10 ms
+    add(sched, 3, 200)
+    batch = sched.schedule()
+    assert [(seq.seq_id, n) for seq, n in batch.items] == [(1, 1), (2, 1), (3, 4)]
+    chunks = ScheduledBatch([(seq, n) for seq, n in batch.items if n > 1])
+    sched.postprocess(chunks, {}, 0.004, decodes_apart=True)  # 4 tokens took 4 ms
+    sched.postprocess(ScheduledBatch(batch.items[:2]), {1: 7, 2: 7}, 0.010)
+    # 4 ms of the 10 allowed: it may double (timed as a step of decodes and chunk, 14 ms,
+    # it would have been the same; timed as a step of its own, it would teach nothing)
+    assert step(sched) == [(1, 1), (2, 1), (3, 8)]

@@ -109,6 +109,9 @@ class RecordingPacer:
     def record(self, decode_rows: int, prompt_tokens: int, seconds: float) -> None:
         self.steps.append((decode_rows, prompt_tokens, seconds))
 
+    def record_chunk(self, prompt_tokens: int, seconds: float) -> None:
+        self.steps.append((-1, prompt_tokens, seconds))  # -1: timed apart from the decodes
+
     def limit(self) -> int:
         return 5
 
@@ -129,3 +132,49 @@ def test_each_step_is_timed_for_the_pacer_which_sizes_a_long_prompts_chunks(stor
     chunks = [tokens for rows, tokens, _ in pacer.steps[before:] if rows == 2]
     # 16 a step less the 2 decodes would be 14; the pacer's 5, but never below a block (4)
     assert len(chunks) > 2 and set(chunks[:-1]) == {5} and chunks[-1] <= 5
+
+
+class TwoPassRunner:
+    """The batcher's runner, but with a step of decode rows and prompt chunks taken in
+    two passes (as the compiled runner does); records each pass's sequences."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.passes: list[set[int]] = []
+
+    def runs_apart(self, items) -> bool:
+        return len({count == 1 for _, count in items}) == 2
+
+    def run(self, items) -> StepOutput:
+        self.passes.append({seq.seq_id for seq, _ in items})
+        return self.runner.run(items)
+
+
+def test_a_step_run_in_two_passes_answers_its_prompt_chunks_first(stories, prompts, alone):
+    batcher = stories.batcher(4)
+    batcher.runner = runner = TwoPassRunner(batcher.runner)
+    tokens: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    def step() -> list[int]:
+        results = batcher.step()
+        for result in results:
+            tokens[result.seq_id].append(result.token)
+        return [result.seq_id for result in results]
+
+    batcher.scheduler.pacer = pacer = RecordingPacer()
+    batcher.add(0, prompts[0], GREEDY)
+    batcher.add(1, prompts[1], GREEDY)
+    assert step() == [0, 1]  # prompts alone: one pass
+    batcher.add(2, prompts[2], GREEDY)
+    assert step() == [2]  # the new prompt's pass, its first token out first
+    assert runner.passes[-1] == {2}
+    batcher.finish(1)  # its client went away between the two passes
+    assert step() == [0]  # the decode rows scheduled with it, less the finished one
+    assert runner.passes[-1] == {0}
+    # the pacer hears the prompt's pass as what it added to the decode rows' step
+    both, third = len(prompts[0]) + len(prompts[1]), len(prompts[2])
+    assert [(rows, tokens) for rows, tokens, _ in pacer.steps] == [(0, both), (-1, third), (1, 0)]
+    while len(tokens[0]) < TOKENS or len(tokens[2]) < TOKENS:
+        step()
+    assert tokens[0][:TOKENS] == alone[0]
+    assert tokens[2][:TOKENS] == alone[2]
