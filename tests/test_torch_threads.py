@@ -36,6 +36,9 @@ def test_two_cpu_models_load_side_by_side_and_step_in_turn_on_their_own_threads(
             self.runner = runner
             self.threads = threads
 
+        def runs_apart(self, items) -> bool:
+            return self.runner.runs_apart(items)
+
         def run(self, items) -> StepOutput:
             inside.append(1)
             overlaps.append(len(inside) > 1)
