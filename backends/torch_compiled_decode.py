@@ -51,6 +51,7 @@ PROBE_TOLERANCE = 0.1
 # re-checked against the shapes dynamo guards already (size_asserts): 1.02x at one
 # stream, 1.01x at eight (Qwen2.5-0.5B shape, int8, 2 cores, interleaved A/B), for ~2 s
 # more compiling. Prompt chunks measured no faster with it, so their graphs keep Python.
+# A graph that does not compile or pass its probe with these is compiled without them.
 DECODE_OPTIONS: dict[str, dict[str, object]] = {"cpu": {"cpp_wrapper": True, "size_asserts": False}}
 _PROBE_SLOTS = 32  # the probe's cache slots, right after the padding block
 
@@ -91,17 +92,20 @@ class CompiledDecode:
     """LeanDecoder's forward for steps of decode rows only, its layers compiled."""
 
     def __init__(
-        self, decoder: LeanDecoder, cache: KVCache, compiler: Callable | None = None
+        self,
+        decoder: LeanDecoder,
+        cache: KVCache,
+        compiler: Callable | None = None,
+        options: dict[str, object] | None = None,
     ) -> None:
-        """`compiler`: torch.compile unless given (tests pass the identity)."""
+        """`compiler`: torch.compile unless given (tests pass the identity), with
+        inductor `options`."""
         self.decoder = decoder
         self.cache = cache
         count = len(decoder.layers)
         size = math.ceil(count / math.ceil(count / LAYERS_PER_GRAPH))  # even groups
         self._groups = [range(start, min(start + size, count)) for start in range(0, count, size)]
-        self._layers = compiled_for(
-            decoder.model, decode_layers, compiler, DECODE_OPTIONS.get(cache.keys[0].device.type)
-        )
+        self._layers = compiled_for(decoder.model, decode_layers, compiler, options)
 
     def __call__(
         self,
@@ -143,8 +147,9 @@ class CompiledDecode:
         return self.decoder.logits(hidden, keep)
 
 
-# Each model's compiled functions, shared by its batchers (a graph compiles once).
-_COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Callable, Callable], Callable]] = (
+# Each model's compiled functions, shared by its batchers (a graph compiles once), by
+# function, compiler and options.
+_COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Callable]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -159,7 +164,8 @@ def compiled_for(
     `options`) for `model` alone."""
     compiler = compiler or torch.compile
     by_function = _COMPILED.setdefault(model, {})
-    if (function, compiler) not in by_function:
+    key = (function, compiler, tuple(sorted((options or {}).items())))
+    if key not in by_function:
         # dynamo keeps its graphs (and its recompile limit) per code object: a copy of
         # the function per model keeps one model's graphs from serving or crowding another's
         code = function.__code__.replace()
@@ -167,10 +173,8 @@ def compiled_for(
         # No guards on the modules' attributes: checking 8 layers' costs ~0.3 ms a call,
         # and a model's layers do not change after load (nor serve another's graphs).
         guards = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-        by_function[function, compiler] = compiler(
-            own, fullgraph=True, options={**guards, **(options or {})}
-        )
-    return by_function[function, compiler]
+        by_function[key] = compiler(own, fullgraph=True, options={**guards, **(options or {})})
+    return by_function[key]
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -189,6 +193,18 @@ def compiled_decode(decoder: LeanDecoder, cache: KVCache) -> CompiledDecode | No
         lambda lengths=lengths: probe_inputs(decoder, cache, lengths)
         for lengths in ((5,), (3, 9, 6))
     ]
+    options = DECODE_OPTIONS.get(cache.keys[0].device.type)
+    if options:
+        # a torch whose C++ wrapper cannot take this graph still compiles it plainly
+        compiled = verified(
+            "decode",
+            lambda: CompiledDecode(decoder, cache, options=options),
+            decoder,
+            probes,
+            otherwise=f"compiling it without {', '.join(sorted(options))}",
+        )
+        if compiled is not None:
+            return compiled
     return verified("decode", lambda: CompiledDecode(decoder, cache), decoder, probes)
 
 
@@ -197,9 +213,11 @@ def verified(
     build: Callable[[], Compiled],
     eager: Callable[..., torch.Tensor],
     probes: Sequence[Callable[[], tuple]],
+    otherwise: str = "running it eagerly",
 ) -> Compiled | None:
     """`build()`, if it builds and its logits on every probe's inputs are `eager`'s
-    within PROBE_TOLERANCE; None, with the reason logged, otherwise."""
+    within PROBE_TOLERANCE; None, with the reason and what happens `otherwise` logged,
+    if not."""
     started = time.perf_counter()
     try:
         compiled = build()
@@ -209,13 +227,14 @@ def verified(
                 error = relative_error(compiled(*inputs), eager(*inputs))
                 if not error <= PROBE_TOLERANCE:
                     log.warning(
-                        "the compiled %s step differs from eager by %.1f%%; running it eagerly",
+                        "the compiled %s step differs from eager by %.1f%%; %s",
                         kind,
                         100 * error,
+                        otherwise,
                     )
                     return None
     except Exception as error:  # no C++ compiler, an operator inductor cannot take, ...
-        log.warning("cannot compile the %s step (%s); running it eagerly", kind, error)
+        log.warning("cannot compile the %s step (%s); %s", kind, error, otherwise)
         return None
     log.info("compiled the %s step in %.1f s", kind, time.perf_counter() - started)
     return compiled

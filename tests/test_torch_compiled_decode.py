@@ -93,6 +93,22 @@ def test_a_compiler_that_fails_leaves_eager_decoding(monkeypatch, caplog):
     assert "no C++ compiler" in caplog.text
 
 
+def test_a_graph_the_cpp_wrapper_cannot_take_is_compiled_without_it(monkeypatch, caplog):
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
+    asked: list[dict] = []
+
+    def no_cpp_wrapper(function, **kwargs):
+        asked.append(kwargs["options"])
+        if kwargs["options"].get("cpp_wrapper"):
+            raise RuntimeError("the C++ wrapper cannot call this operator")
+        return function  # compiles nothing: the eager loops, which pass the probe
+
+    monkeypatch.setattr(torch_compiled_decode.torch, "compile", no_cpp_wrapper)
+    assert compiled_decode(LeanDecoder(model), cache_for(model)) is not None
+    assert [options.get("cpp_wrapper", False) for options in asked] == [True, False]
+    assert "compiling it without cpp_wrapper, size_asserts" in caplog.text
+
+
 def test_a_graph_that_differs_from_eager_is_not_used(monkeypatch, caplog):
     model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
     monkeypatch.setattr(torch_compiled_decode, "PROBE_TOLERANCE", -1.0)
