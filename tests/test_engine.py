@@ -4,66 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 
 import pytest
 
-from inferd.backends.base import BackendError, GenerationStats, SamplingParams, TokenEvent
 from inferd.engine import ModelWorker
-from inferd.stream import Stream
 from inferd.testing.fakes import REPLY, FakeBackend, FakeDecoding
+from tests.engine_doubles import (
+    LABEL,
+    THREAD,
+    LabelledBackend,
+    RecordingObserver,
+    collect,
+    prompt_ids,
+    sampling,
+)
 from tests.streams import wait_for
-
-LABEL = "fake@cpu"
-THREAD = f"inferd-{LABEL}"
-
-
-class LabelledDecoding(FakeDecoding):
-    """Logs its prompt text on every step, so tests can see the schedule."""
-
-    def __init__(self, backend: LabelledBackend, params: SamplingParams, label: str) -> None:
-        super().__init__(backend, params)
-        self.label = label
-
-    def step(self) -> int:
-        self.backend.schedule.append(self.label)
-        if self.backend.hold is not None and self.position == 0:
-            self.backend.hold.wait(5)  # a first step that lasts until the test lets it end
-        if self.label == self.backend.fail_label and self.position >= 2:
-            raise BackendError(f"{self.label} broke")
-        return super().step()
-
-
-class LabelledBackend(FakeBackend):
-    def __init__(self, *, fail_label: str | None = None, refuse_label: str | None = None, **kw):
-        super().__init__(**kw)
-        self.schedule: list[str] = []
-        self.fail_label = fail_label
-        self.refuse_label = refuse_label
-        self.hold: threading.Event | None = None
-
-    def start(self, prompt_ids: Sequence[int], params: SamplingParams) -> LabelledDecoding:
-        super().start(prompt_ids, params)
-        label = "".join(chr(i) for i in prompt_ids)
-        if label == self.refuse_label:
-            raise BackendError(f"cannot start {label}")
-        return LabelledDecoding(self, params, label)
-
-
-class RecordingObserver:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.finished: GenerationStats | None = None
-
-    def on_admitted(self, stats: GenerationStats) -> None:
-        self.calls.append("admitted")
-
-    def on_token(self, event: TokenEvent, stats: GenerationStats) -> None:
-        self.calls.append("token")
-
-    def on_finished(self, stats: GenerationStats) -> None:
-        self.calls.append("finished")
-        self.finished = stats
 
 
 @pytest.fixture
@@ -78,27 +33,6 @@ def make_worker():
     yield make
     for worker in workers:
         worker.stop()
-
-
-def _ids(text: str) -> list[int]:
-    return [ord(c) for c in text]
-
-
-def _params(**fields) -> SamplingParams:
-    return SamplingParams(**{"max_tokens": 1000, **fields})
-
-
-async def _collect(stream: Stream) -> tuple[str, TokenEvent]:
-    """All text of a stream and its final event."""
-
-    async def run() -> tuple[str, TokenEvent]:
-        pieces = []
-        async for event in stream:
-            pieces.append(event.text)
-            last = event
-        return "".join(pieces), last
-
-    return await asyncio.wait_for(run(), timeout=5)
 
 
 async def test_ready_loads_the_backend_on_the_owner_thread(make_worker):
@@ -133,8 +67,8 @@ async def test_start_is_idempotent():
 async def test_a_stream_yields_the_reply_and_stops_at_eos(make_worker):
     worker = make_worker(FakeBackend())
     await worker.ready()
-    stream = worker.submit(_ids("Hi"), _params())
-    text, last = await _collect(stream)
+    stream = worker.submit(prompt_ids("Hi"), sampling())
+    text, last = await collect(stream)
     assert text == REPLY
     assert last.finish_reason == "stop"
     assert last.error is None
@@ -145,18 +79,18 @@ async def test_a_stream_yields_the_reply_and_stops_at_eos(make_worker):
 async def test_max_tokens_and_the_context_window_bound_the_answer(make_worker):
     worker = make_worker(FakeBackend(context_length=20, endless=True))
     await worker.ready()
-    text, last = await _collect(worker.submit(_ids("Hi"), _params(max_tokens=4)))
+    text, last = await collect(worker.submit(prompt_ids("Hi"), sampling(max_tokens=4)))
     assert (text, last.finish_reason) == (REPLY[:4], "length")
     # 15 prompt tokens in a 20-token context leave room for 5, whatever max_tokens says.
-    stream = worker.submit(_ids("x" * 15), _params(max_tokens=100))
-    text, last = await _collect(stream)
+    stream = worker.submit(prompt_ids("x" * 15), sampling(max_tokens=100))
+    text, last = await collect(stream)
     assert (len(text), last.finish_reason) == (5, "length")
 
 
 async def test_a_stop_sequence_split_over_tokens_is_never_emitted(make_worker):
     worker = make_worker(FakeBackend())
     await worker.ready()
-    text, last = await _collect(worker.submit(_ids("Hi"), _params(stop=("How can",))))
+    text, last = await collect(worker.submit(prompt_ids("Hi"), sampling(stop=("How can",))))
     assert text == "Hello there!\n"
     assert last.finish_reason == "stop"
 
@@ -165,10 +99,10 @@ async def test_two_streams_are_decoded_round_robin(make_worker):
     backend = LabelledBackend()
     worker = make_worker(backend)
     # Both requests are queued before the thread starts, so they are admitted together.
-    first = worker.submit(_ids("A"), _params())
-    second = worker.submit(_ids("B"), _params())
+    first = worker.submit(prompt_ids("A"), sampling())
+    second = worker.submit(prompt_ids("B"), sampling())
     worker.start()
-    results = await asyncio.gather(_collect(first), _collect(second))
+    results = await asyncio.gather(collect(first), collect(second))
     assert [text for text, _ in results] == [REPLY, REPLY]
     # One step each per turn (the reply, then EOS): neither ever waits two steps.
     assert backend.schedule == ["A", "B"] * (len(REPLY) + 1)
@@ -177,10 +111,10 @@ async def test_two_streams_are_decoded_round_robin(make_worker):
 async def test_a_long_answer_does_not_starve_a_short_one(make_worker):
     backend = LabelledBackend(endless=True)
     worker = make_worker(backend)
-    long = worker.submit(_ids("L"), _params(max_tokens=200))
-    short = worker.submit(_ids("S"), _params(max_tokens=3))
+    long = worker.submit(prompt_ids("L"), sampling(max_tokens=200))
+    short = worker.submit(prompt_ids("S"), sampling(max_tokens=3))
     worker.start()
-    text, last = await _collect(short)
+    text, last = await collect(short)
     assert (text, last.finish_reason) == ("Hel", "length")
     # The short one finished within its first three turns, the long one barely began.
     assert backend.schedule[:6] == ["L", "S"] * 3
@@ -191,10 +125,10 @@ async def test_a_long_answer_does_not_starve_a_short_one(make_worker):
 async def test_requests_beyond_max_concurrent_wait_in_fifo_order(make_worker):
     backend = LabelledBackend(step_delay=0.03)
     worker = make_worker(backend, max_concurrent=1)
-    streams = [worker.submit(_ids(label), _params(max_tokens=3)) for label in "ABC"]
+    streams = [worker.submit(prompt_ids(label), sampling(max_tokens=3)) for label in "ABC"]
     worker.start()
     await wait_for(lambda: worker.running == 1 and worker.waiting == 2)
-    results = await asyncio.gather(*(_collect(stream) for stream in streams))
+    results = await asyncio.gather(*(collect(stream) for stream in streams))
     assert [text for text, _ in results] == ["Hel"] * 3
     assert backend.schedule == ["A"] * 3 + ["B"] * 3 + ["C"] * 3
     await wait_for(lambda: (worker.running, worker.waiting) == (0, 0))  # just after the last event
@@ -204,7 +138,7 @@ async def test_cancel_stops_decoding_within_one_step_and_closes_the_decoding(mak
     backend = FakeBackend(endless=True, step_delay=0.01)
     worker = make_worker(backend)
     await worker.ready()
-    stream = worker.submit(_ids("Hi"), _params(max_tokens=10_000))
+    stream = worker.submit(prompt_ids("Hi"), sampling(max_tokens=10_000))
     for _ in range(3):
         await asyncio.wait_for(stream.next_event(), timeout=5)
     stream.cancel()
@@ -221,7 +155,7 @@ async def test_cancel_stops_decoding_within_one_step_and_closes_the_decoding(mak
 async def test_a_cancelled_stream_ends_its_iteration(make_worker):
     worker = make_worker(FakeBackend(endless=True, step_delay=0.005))
     await worker.ready()
-    stream = worker.submit(_ids("Hi"), _params(max_tokens=10_000))
+    stream = worker.submit(prompt_ids("Hi"), sampling(max_tokens=10_000))
     received = []
     async for event in stream:
         received.append(event.text)
@@ -233,22 +167,22 @@ async def test_a_cancelled_stream_ends_its_iteration(make_worker):
 async def test_a_request_cancelled_while_queued_never_starts(make_worker):
     backend = LabelledBackend(step_delay=0.002)
     worker = make_worker(backend, max_concurrent=1)
-    first = worker.submit(_ids("A"), _params(max_tokens=5))
-    queued = worker.submit(_ids("B"), _params(max_tokens=5))
+    first = worker.submit(prompt_ids("A"), sampling(max_tokens=5))
+    queued = worker.submit(prompt_ids("B"), sampling(max_tokens=5))
     queued.cancel()
     worker.start()
-    await _collect(first)
-    last = worker.submit(_ids("C"), _params(max_tokens=1))
-    await _collect(last)
+    await collect(first)
+    last = worker.submit(prompt_ids("C"), sampling(max_tokens=1))
+    await collect(last)
     assert "B" not in backend.schedule
-    assert _ids("B") not in backend.prompts
+    assert prompt_ids("B") not in backend.prompts
 
 
 async def test_calls_run_on_the_owner_thread_between_decoding_steps(make_worker):
     backend = FakeBackend(endless=True, step_delay=0.005)
     worker = make_worker(backend)
     await worker.ready()
-    stream = worker.submit(_ids("Hi"), _params(max_tokens=10_000))
+    stream = worker.submit(prompt_ids("Hi"), sampling(max_tokens=10_000))
     await asyncio.wait_for(stream.next_event(), timeout=5)
 
     name = await asyncio.wait_for(worker.call(lambda b: threading.current_thread().name), timeout=5)
@@ -270,19 +204,17 @@ async def test_a_failing_call_raises_in_the_caller_and_the_worker_lives_on(make_
 
     with pytest.raises(ValueError, match="tokenizer broke"):
         await worker.call(broken)
-    text, _ = await _collect(worker.submit(_ids("Hi"), _params()))
+    text, _ = await collect(worker.submit(prompt_ids("Hi"), sampling()))
     assert text == REPLY
 
 
 async def test_an_error_in_one_sequence_does_not_stop_the_others(make_worker):
     backend = LabelledBackend(fail_label="bad")
     worker = make_worker(backend)
-    bad = worker.submit(_ids("bad"), _params())
-    good = worker.submit(_ids("good"), _params())
+    bad = worker.submit(prompt_ids("bad"), sampling())
+    good = worker.submit(prompt_ids("good"), sampling())
     worker.start()
-    (bad_text, bad_last), (good_text, good_last) = await asyncio.gather(
-        _collect(bad), _collect(good)
-    )
+    (bad_text, bad_last), (good_text, good_last) = await asyncio.gather(collect(bad), collect(good))
     assert bad_text == "He"
     assert (bad_last.finish_reason, bad_last.error) == ("error", "bad broke")
     assert (good_text, good_last.finish_reason) == (REPLY, "stop")
@@ -299,7 +231,7 @@ async def test_an_internal_error_reaches_the_client_without_its_details(make_wor
     backend.start = lambda ids, params: Crashing(backend, params)
     worker = make_worker(backend)
     worker.start()
-    _, last = await _collect(worker.submit(_ids("x"), _params()))
+    _, last = await collect(worker.submit(prompt_ids("x"), sampling()))
     assert last.finish_reason == "error"
     assert last.error == "internal error (RuntimeError); see the server log"
 
@@ -311,7 +243,7 @@ async def test_the_backend_never_sees_max_tokens_beyond_the_context(make_worker)
     backend.start = lambda ids, params: seen.append(params.max_tokens) or start(ids, params)
     worker = make_worker(backend)
     worker.start()
-    text, last = await _collect(worker.submit(_ids("0123456789"), _params(max_tokens=2**62)))
+    text, last = await collect(worker.submit(prompt_ids("0123456789"), sampling(max_tokens=2**62)))
     assert seen == [54]  # context 64 - 10 prompt tokens
     assert (len(text), last.finish_reason) == (54, "length")
 
@@ -319,22 +251,22 @@ async def test_the_backend_never_sees_max_tokens_beyond_the_context(make_worker)
 async def test_a_request_the_backend_cannot_start_fails_alone(make_worker):
     backend = LabelledBackend(refuse_label="bad")
     worker = make_worker(backend)
-    bad = worker.submit(_ids("bad"), _params())
-    good = worker.submit(_ids("good"), _params())
+    bad = worker.submit(prompt_ids("bad"), sampling())
+    good = worker.submit(prompt_ids("good"), sampling())
     worker.start()
-    (bad_text, bad_last), (good_text, _) = await asyncio.gather(_collect(bad), _collect(good))
+    (bad_text, bad_last), (good_text, _) = await asyncio.gather(collect(bad), collect(good))
     assert (bad_text, bad_last.finish_reason, bad_last.error) == ("", "error", "cannot start bad")
     assert good_text == REPLY
 
 
 async def test_load_failure_fails_ready_and_everything_queued(make_worker):
     worker = make_worker(FakeBackend(load_error="no weights", load_delay=0.05))
-    stream = worker.submit(_ids("Hi"), _params())
+    stream = worker.submit(prompt_ids("Hi"), sampling())
     call = asyncio.ensure_future(worker.call(lambda b: "never"))
     with pytest.raises(RuntimeError, match="no weights"):
         await worker.ready()
     assert (worker.state, worker.error) == ("failed", "no weights")
-    text, last = await _collect(stream)
+    text, last = await collect(stream)
     assert (text, last.finish_reason, last.error) == ("", "error", "no weights")
     with pytest.raises(RuntimeError, match="no weights"):
         await asyncio.wait_for(call, timeout=5)
@@ -356,7 +288,7 @@ async def test_a_waiter_cancelled_during_the_load_does_not_break_the_worker(make
     info = await asyncio.wait_for(worker.ready(), timeout=5)
     assert info.context_length == backend.context_length
     assert worker.state == "ready"
-    text, _ = await _collect(worker.submit(_ids("Hi"), _params()))
+    text, _ = await collect(worker.submit(prompt_ids("Hi"), sampling()))
     assert text == REPLY
 
 
@@ -364,8 +296,8 @@ async def test_observer_sees_the_lifecycle_once(make_worker):
     worker = make_worker(FakeBackend())
     await worker.ready()
     observer = RecordingObserver()
-    stream = worker.submit(_ids("Hi"), _params(max_tokens=4), observer)
-    await _collect(stream)
+    stream = worker.submit(prompt_ids("Hi"), sampling(max_tokens=4), observer)
+    await collect(stream)
     stream.cancel()  # after the end: no second "finished"
     assert observer.calls == ["admitted", "token", "token", "token", "token", "finished"]
     stats = observer.finished
@@ -378,7 +310,7 @@ async def test_an_observer_hears_of_a_cancellation(make_worker):
     worker = make_worker(FakeBackend(endless=True, step_delay=0.005))
     await worker.ready()
     observer = RecordingObserver()
-    stream = worker.submit(_ids("Hi"), _params(max_tokens=10_000), observer)
+    stream = worker.submit(prompt_ids("Hi"), sampling(max_tokens=10_000), observer)
     await asyncio.wait_for(stream.next_event(), timeout=5)
     stream.cancel()
     assert observer.calls[-1] == "finished"
@@ -389,7 +321,7 @@ async def test_an_observer_hears_of_a_cancellation(make_worker):
 def _encoding(text: str):
     def encode(backend: LabelledBackend) -> list[int]:
         backend.schedule.append(f"encode {text}")
-        return _ids(text)
+        return prompt_ids(text)
 
     return encode
 
@@ -401,9 +333,9 @@ async def _open_during_a_step(make_worker, max_tokens: int):
     backend.hold = threading.Event()
     worker = make_worker(backend)
     await worker.ready()
-    first = worker.submit(_ids("A"), _params(max_tokens=max_tokens))
+    first = worker.submit(prompt_ids("A"), sampling(max_tokens=max_tokens))
     await wait_for(lambda: backend.schedule == ["A"])  # A's first step runs, held
-    opening = asyncio.ensure_future(worker.open(_encoding("B"), _params(max_tokens=max_tokens)))
+    opening = asyncio.ensure_future(worker.open(_encoding("B"), sampling(max_tokens=max_tokens)))
     await asyncio.sleep(0.05)
     return backend, worker, first, opening
 
@@ -413,7 +345,7 @@ async def test_open_encodes_on_the_owner_thread_and_joins_the_next_step(make_wor
     backend.hold.set()
     second = await asyncio.wait_for(opening, 5)
     assert second.stats.prompt_tokens == 1
-    assert (await _collect(first))[0] == (await _collect(second))[0] == REPLY[:3]
+    assert (await collect(first))[0] == (await collect(second))[0] == REPLY[:3]
     # B was encoded and queued in one turn of the owner thread: it is in the very next step
     assert backend.schedule[:4] == ["A", "encode B", "A", "B"]
 
@@ -427,9 +359,9 @@ async def test_open_raises_what_encoding_raises_and_queues_nothing(make_worker):
         raise ValueError("prompt too long")
 
     with pytest.raises(ValueError, match="too long"):
-        await worker.open(too_long, _params())
+        await worker.open(too_long, sampling())
     assert worker.waiting == worker.running == 0
-    text, last = await _collect(await worker.open(_encoding("C"), _params(max_tokens=2)))
+    text, last = await collect(await worker.open(_encoding("C"), sampling(max_tokens=2)))
     assert (text, last.finish_reason) == (REPLY[:2], "length")
 
 
@@ -439,6 +371,6 @@ async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
     with pytest.raises(asyncio.CancelledError):
         await opening
     backend.hold.set()
-    await _collect(first)
+    await collect(first)
     await wait_for(lambda: worker.waiting == worker.running == 0)
     assert "B" not in backend.schedule
