@@ -22,6 +22,7 @@ compares the result with the eager forward, as for the compiled decode.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -36,27 +37,21 @@ def with_compiled_halves(decoder: LeanDecoder, compiler: Callable | None = None)
     torch.compile unless given (tests pass the identity)."""
     inputs = compiled_for(decoder.model, layer_inputs, compiler)
     output = compiled_for(decoder.model, layer_output, compiler)
+    return decoder.with_layer_halves(dynamic_tokens(inputs), dynamic_tokens(output))
 
-    # any number of tokens from 2: one graph each (a guard, never hit, keeps 1 apart)
-    def marked_inputs(
-        decoder: LeanDecoder,
-        layer: torch.nn.Module,
-        hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        for tensor in (hidden, cos, sin):
-            torch._dynamo.mark_dynamic(tensor, 1)
-        return inputs(decoder, layer, hidden, cos, sin)
 
-    def marked_output(
-        layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor
-    ) -> torch.Tensor:
-        for tensor in (hidden, attended):
-            torch._dynamo.mark_dynamic(tensor, 1)
-        return output(layer, hidden, attended)
+def dynamic_tokens(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` with the token dimension (1) of its tensor arguments, all (1, tokens,
+    ...), marked dynamic: one graph for any number of tokens from 2 (a guard, never hit,
+    keeps 1 apart)."""
 
-    return decoder.with_layer_halves(marked_inputs, marked_output)
+    def call(*args: Any) -> Any:
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                torch._dynamo.mark_dynamic(arg, 1)
+        return function(*args)
+
+    return call
 
 
 def compiled_prefill(decoder: LeanDecoder, cache: KVCache) -> LeanDecoder | None:

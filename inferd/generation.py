@@ -21,7 +21,7 @@ from sanic import Request
 
 from inferd import access_log
 from inferd.admission import Ticket
-from inferd.backends.base import ChatMessage, ModelInfo
+from inferd.backends.base import Backend, ChatMessage, ModelInfo
 from inferd.config import ModelConfig
 from inferd.errors import ApiError, InternalError, NotFound
 from inferd.parsed_request import ParsedRequest
@@ -88,16 +88,14 @@ async def _open(
     worker, info, params = target.worker, target.info, parsed.params
     if isinstance(worker, RemoteWorker):
         stream = await worker.open(prompt, params, observer)
-    elif isinstance(prompt, str):
-        stream = await worker.open(
-            lambda backend: completion_prompt(backend, info, prompt), params, observer
-        )
     else:
-        stream = await worker.open(
-            lambda backend: chat_prompt(backend, info, prompt, params.max_tokens)[0],
-            params,
-            observer,
-        )
+
+        def encode(backend: Backend) -> list[int]:
+            if isinstance(prompt, str):
+                return completion_prompt(backend, info, prompt)
+            return chat_prompt(backend, info, prompt, params.max_tokens)[0]
+
+        stream = await worker.open(encode, params, observer)
     access_log.add_generation(request, stream.stats)
     return stream
 
