@@ -41,6 +41,8 @@ from inferd.tracker import RequestTracker
 
 log = logging.getLogger("inferd.engine")
 T = TypeVar("T")
+# An idle worker gathers arrivals for at most this many arrival windows (see _take_work).
+GATHER_WINDOWS = 8
 WorkerState = Literal["unloaded", "loading", "ready", "failed"]
 
 
@@ -83,13 +85,17 @@ class ModelWorker:
         label: str,
         make_backend: Callable[[], Backend],
         max_concurrent: int,
+        arrival_window: float = 0.0,
     ) -> None:
+        """`arrival_window`: seconds an idle worker waits for the next request after one
+        arrives, so that requests sent together start in one step (see _take_work)."""
         self.label = label
         self.state: WorkerState = "unloaded"
         self.error: str | None = None
         self.info: ModelInfo | None = None
         self._make_backend = make_backend
         self._max_concurrent = max_concurrent
+        self.arrival_window = arrival_window
         self._inbox: queue.SimpleQueue[Stream | _Call | _Open | None] = queue.SimpleQueue()
         self._loaded: Future[ModelInfo] = Future()
         self._waiting: deque[Stream] = deque()
@@ -204,11 +210,19 @@ class ModelWorker:
             close()
 
     def _take_work(self, *, block: bool) -> bool:
-        """Move new requests to the queue and run pending calls; False means shut down."""
+        """Move new requests to the queue and run pending calls; False means shut down.
+
+        Idle (`block`), the worker takes what arrives within `arrival_window` of the last
+        arrival, up to GATHER_WINDOWS windows in all, before it steps: requests sent
+        together reach the inbox one by one as the event loop parses them, and a first
+        step started with the first alone would make the others wait for that step.
+        Busy, it takes what has arrived and steps at once."""
         try:
             item = self._inbox.get(block=block)
         except queue.Empty:
             return True
+        window = self.arrival_window if block else 0.0
+        deadline = time.monotonic() + GATHER_WINDOWS * window
         while True:
             if item is None:
                 return False
@@ -218,8 +232,9 @@ class ModelWorker:
                 self._open(item)
             else:
                 self._waiting.append(item)
+            wait = min(window, deadline - time.monotonic())
             try:
-                item = self._inbox.get_nowait()
+                item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
             except queue.Empty:
                 return True
 

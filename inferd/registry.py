@@ -142,6 +142,7 @@ class ModelRegistry:
                 f"{model.id}@{device}",
                 functools.partial(self._factory, model, device),
                 model.max_concurrent,
+                model.arrival_window(device),
             )
         return self._workers[key]
 

@@ -106,6 +106,12 @@ def test_an_unknown_table_is_an_error_when_the_app_is_built(tmp_path):
         (MODEL + "max_queue = -1\n", "models.0.max_queue"),
         (MODEL + "queue_timeout = 0\n", "models.0.queue_timeout"),
         (MODEL + "prefill_slowdown = 0.5\n", "models.0.prefill_slowdown"),
+        (MODEL + "arrival_window_ms = -1\n", "models.0.arrival_window_ms"),
+        (
+            '[[models]]\nid = "r"\nname = "r"\nbackend = "openai"\nurl = "http://h:1/v1"\n'
+            "arrival_window_ms = 5\n",
+            "'arrival_window_ms' does not apply",
+        ),
         ("[server]\nlog_format = 'xml'\n", "server.log_format"),
         ("[server]\nmax_connections = 0\n", "server.max_connections"),
         ("[server]\nheader_timeout = 20\nbody_timeout = 10\n", "body_timeout"),
@@ -225,3 +231,13 @@ def test_resolve_path_and_the_config_folder(tmp_path, monkeypatch):
     assert resolve_path(base, "~/y") == Path.home() / "y"
     assert parse_config({}, source=base / "config.toml").folder == base
     assert parse_config({}).folder == tmp_path
+
+
+def test_an_idle_model_gathers_arrivals_on_a_cpu_only_unless_told(tmp_path):
+    (model,) = load_config(_write(tmp_path, MODEL)).models
+    assert model.arrival_window("cpu") == 0.005  # prompt steps take tenths of a second
+    assert model.arrival_window("cuda") == model.arrival_window("metal") == 0.0
+    (off,) = load_config(_write(tmp_path, MODEL + "arrival_window_ms = 0\n")).models
+    assert off.arrival_window("cpu") == 0.0
+    (set_,) = load_config(_write(tmp_path, MODEL + "arrival_window_ms = 20\n")).models
+    assert set_.arrival_window("metal") == 0.02

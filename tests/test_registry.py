@@ -54,3 +54,13 @@ def test_the_engine_options_of_a_model_reach_its_torch_backend(tmp_path, compile
     assert backend.options.compile is compile_decode
     assert backend.options.max_batch_tokens == 32
     assert backend.options.prefill_slowdown == 1.5
+
+
+def test_a_cpu_model_gathers_requests_sent_together_and_a_configured_one_as_told(tmp_path):
+    models = [
+        ModelConfig(id="a", name="a", path=str(tmp_path)),
+        ModelConfig(id="b", name="b", path=str(tmp_path), arrival_window_ms=0),
+    ]
+    registry = ModelRegistry(models, backend_factory=lambda m, d: None, devices=("cpu",))
+    assert registry.worker("a", "cpu").arrival_window == 0.005
+    assert registry.worker("b", "cpu").arrival_window == 0.0
