@@ -17,6 +17,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+from inferd.engine import ModelWorker
+from inferd.testing.fakes import FakeBackend
+from tests.engine_doubles import LABEL
 from tests.owner import Owner
 
 # Python 3.11 formats a traceback's ^^^ markers with ast.parse, and CPython's AST
@@ -133,3 +136,20 @@ def _release_mlx_streams() -> None:
         import mlx.core as mx
 
         mx.clear_streams()
+
+
+@pytest.fixture
+def make_worker():
+    """ModelWorkers over a given fake backend (tests/test_engine*.py), stopped after."""
+    workers: list[ModelWorker] = []
+
+    def make(
+        backend: FakeBackend, max_concurrent: int = 8, arrival_window: float = 0.0
+    ) -> ModelWorker:
+        worker = ModelWorker(LABEL, lambda: backend, max_concurrent, arrival_window)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop()

@@ -1,4 +1,4 @@
-"""Doubles for tests/test_engine.py: a fake backend whose decodings log the schedule (and
+"""Doubles for tests/test_engine*.py: a fake backend whose decodings log the schedule (and
 can hold, fail or refuse one), an observer that records what it hears, and helpers."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from inferd.backends.base import BackendError, GenerationStats, SamplingParams, TokenEvent
 from inferd.stream import Stream
 from inferd.testing.fakes import FakeBackend, FakeDecoding
+from tests.streams import wait_for
 
 LABEL = "fake@cpu"
 THREAD = f"inferd-{LABEL}"
@@ -82,3 +83,27 @@ async def collect(stream: Stream) -> tuple[str, TokenEvent]:
         return "".join(pieces), last
 
     return await asyncio.wait_for(run(), timeout=5)
+
+
+def encoding(text: str):
+    """An `encode` for ModelWorker.open that logs "encode <text>" in the schedule."""
+
+    def encode(backend: LabelledBackend) -> list[int]:
+        backend.schedule.append(f"encode {text}")
+        return prompt_ids(text)
+
+    return encode
+
+
+async def open_during_a_step(make_worker, max_tokens: int, arrival_window: float = 0.0):
+    """A worker whose first step (request A's) is held while request B is opened:
+    (backend, worker, A's stream, B's opening task); the caller lets the step end."""
+    backend = LabelledBackend()
+    backend.hold = threading.Event()
+    worker = make_worker(backend, arrival_window=arrival_window)
+    await worker.ready()
+    first = worker.submit(prompt_ids("A"), sampling(max_tokens=max_tokens))
+    await wait_for(lambda: backend.schedule == ["A"])  # A's first step runs, held
+    opening = asyncio.ensure_future(worker.open(encoding("B"), sampling(max_tokens=max_tokens)))
+    await asyncio.sleep(0.05)
+    return backend, worker, first, opening

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -16,26 +15,12 @@ from tests.engine_doubles import (
     LabelledBackend,
     RecordingObserver,
     collect,
+    encoding,
+    open_during_a_step,
     prompt_ids,
     sampling,
 )
 from tests.streams import wait_for
-
-
-@pytest.fixture
-def make_worker():
-    workers: list[ModelWorker] = []
-
-    def make(
-        backend: FakeBackend, max_concurrent: int = 8, arrival_window: float = 0.0
-    ) -> ModelWorker:
-        worker = ModelWorker(LABEL, lambda: backend, max_concurrent, arrival_window)
-        workers.append(worker)
-        return worker
-
-    yield make
-    for worker in workers:
-        worker.stop()
 
 
 async def test_ready_loads_the_backend_on_the_owner_thread(make_worker):
@@ -321,30 +306,8 @@ async def test_an_observer_hears_of_a_cancellation(make_worker):
     assert observer.finished.finish_reason == "cancelled"
 
 
-def _encoding(text: str):
-    def encode(backend: LabelledBackend) -> list[int]:
-        backend.schedule.append(f"encode {text}")
-        return prompt_ids(text)
-
-    return encode
-
-
-async def _open_during_a_step(make_worker, max_tokens: int, arrival_window: float = 0.0):
-    """A worker whose first step (request A's) is held while request B is opened:
-    (backend, A's stream, B's opening task); the caller lets the step end."""
-    backend = LabelledBackend()
-    backend.hold = threading.Event()
-    worker = make_worker(backend, arrival_window=arrival_window)
-    await worker.ready()
-    first = worker.submit(prompt_ids("A"), sampling(max_tokens=max_tokens))
-    await wait_for(lambda: backend.schedule == ["A"])  # A's first step runs, held
-    opening = asyncio.ensure_future(worker.open(_encoding("B"), sampling(max_tokens=max_tokens)))
-    await asyncio.sleep(0.05)
-    return backend, worker, first, opening
-
-
 async def test_open_encodes_on_the_owner_thread_and_joins_the_next_step(make_worker):
-    backend, _, first, opening = await _open_during_a_step(make_worker, max_tokens=3)
+    backend, _, first, opening = await open_during_a_step(make_worker, max_tokens=3)
     backend.hold.set()
     second = await asyncio.wait_for(opening, 5)
     assert second.stats.prompt_tokens == 1
@@ -364,12 +327,12 @@ async def test_open_raises_what_encoding_raises_and_queues_nothing(make_worker):
     with pytest.raises(ValueError, match="too long"):
         await worker.open(too_long, sampling())
     assert worker.waiting == worker.running == 0
-    text, last = await collect(await worker.open(_encoding("C"), sampling(max_tokens=2)))
+    text, last = await collect(await worker.open(encoding("C"), sampling(max_tokens=2)))
     assert (text, last.finish_reason) == (REPLY[:2], "length")
 
 
 async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
-    backend, worker, first, opening = await _open_during_a_step(make_worker, max_tokens=2)
+    backend, worker, first, opening = await open_during_a_step(make_worker, max_tokens=2)
     opening.cancel()  # the client went away while its prompt waited to be encoded
     with pytest.raises(asyncio.CancelledError):
         await opening
@@ -377,41 +340,3 @@ async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
     await collect(first)
     await wait_for(lambda: worker.waiting == worker.running == 0)
     assert "B" not in backend.schedule
-
-
-async def test_an_idle_worker_starts_requests_sent_together_in_one_step(make_worker):
-    backend = LabelledBackend()
-    worker = make_worker(backend, arrival_window=0.5)
-    await worker.ready()
-    first = asyncio.ensure_future(worker.open(_encoding("A"), sampling(max_tokens=2)))
-    await asyncio.sleep(0.05)  # B arrives well within A's window
-    second = await worker.open(_encoding("B"), sampling(max_tokens=2))
-    assert (await collect(await first))[0] == (await collect(second))[0] == REPLY[:2]
-    assert backend.schedule[:4] == ["encode A", "encode B", "A", "B"]
-
-
-async def test_arrivals_that_keep_coming_hold_the_first_step_for_a_bounded_time(make_worker):
-    backend = LabelledBackend()
-    worker = make_worker(backend, max_concurrent=64, arrival_window=0.05)  # gathers <= 0.4 s
-    await worker.ready()
-    opening = []
-    for i in range(40):  # one every 20 ms, for 0.8 s: each within the window of the last
-        request = worker.open(_encoding(f"r{i}"), sampling(max_tokens=1))
-        opening.append(asyncio.ensure_future(request))
-        await asyncio.sleep(0.02)
-    for stream in await asyncio.gather(*opening):
-        await collect(stream)
-    assert backend.schedule.index("r0") < backend.schedule.index("encode r39")
-
-
-async def test_a_busy_worker_takes_a_new_request_into_its_next_step_without_waiting(make_worker):
-    backend, _, first, opening = await _open_during_a_step(
-        make_worker, max_tokens=3, arrival_window=1.0
-    )
-    released = time.monotonic()
-    backend.hold.set()
-    second = await asyncio.wait_for(opening, 5)
-    await collect(second)
-    assert time.monotonic() - released < 0.5  # not another window
-    assert backend.schedule[:4] == ["A", "encode B", "A", "B"]
-    await collect(first)
