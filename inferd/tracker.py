@@ -60,8 +60,10 @@ class RequestTracker:
             text += self.stops.flush()
             if text:
                 self.stream.push(TokenEvent(text=text))
-        self.stats.finished_at = time.monotonic()
-        self.stats.finish_reason = reason
+        # The stream records the reason when its loop takes this event: an output filter
+        # may already have ended the answer there, and its reason is what the client got.
+        if self.stats.finished_at is None:
+            self.stats.finished_at = time.monotonic()
         self.stream.push(TokenEvent(finish_reason=reason, error=error, stats=self.stats))
 
     def _finished(self, reason: FinishReason, *, flush: bool = True, error: str | None = None):
