@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 
@@ -324,3 +325,23 @@ async def test_x_include_usage_ends_the_stream_with_a_usage_comment(tmp_path):
     assert usage["completion_tokens"] == len(REPLY)  # one token per character
     assert usage["prompt_tokens"] == len(_prompt_text(app.ctx.fake_backend))
     assert usage["decode_seconds"] >= 0 and usage["first_token_seconds"] >= 0
+
+
+async def test_a_turn_is_stored_before_its_client_sees_the_end(tmp_path):
+    # A client that sends its next turn the moment the last one ends must find it in the
+    # history, however long the store takes to write it.
+    app = make_app(tmp_path)
+    store = app.ctx.sessions.store
+    append = store.append
+
+    def slow_append(*args, **kwargs):
+        time.sleep(0.3)
+        return append(*args, **kwargs)
+
+    store.append = slow_append
+    async with live_server(app) as url:
+        _, stream = await post_sse(url, "/chat/completions", _body(**{"session-id": "s"}))
+        async with httpx.AsyncClient(base_url=url) as client:
+            history = (await client.get("/chat/history/s")).json()
+    assert stream.text == REPLY
+    assert [m["role"] for m in history] == ["user", "assistant"]
