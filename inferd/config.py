@@ -122,8 +122,6 @@ class SessionsConfig(_Section):
 BackendKind = Literal["local", "openai"]
 # Keys only a remote (backend = "openai") model takes, and keys only a local one takes.
 REMOTE_KEYS = ("url", "upstream_model", "api_key_env", "timeout", "sampling_extensions")
-CPU_ARRIVAL_WINDOW = 0.005  # seconds; see ModelConfig.arrival_window
-
 LOCAL_KEYS = (
     "path",
     "quantization",
@@ -135,6 +133,7 @@ LOCAL_KEYS = (
     "compile",
     "arrival_window_ms",
 )
+CPU_ARRIVAL_WINDOW = 0.005  # seconds; see ModelConfig.arrival_window
 
 
 class ModelConfig(_Section):
