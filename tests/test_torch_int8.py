@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from inferd.backends import torch_int8
 from inferd.backends.torch_int8 import Int8Linear, onednn_int8_is_exact
@@ -84,3 +85,24 @@ def test_a_saturating_kernel_is_not_used(monkeypatch):
         assert onednn_int8_is_exact() is False
     finally:
         onednn_int8_is_exact.cache_clear()
+
+
+@pytest.mark.skipif(not onednn_int8_is_exact(), reason="oneDNN's int8 matmul is not exact here")
+@pytest.mark.parametrize("in_graphs", [True, False])
+def test_a_compiled_graph_calls_onednn_directly_or_through_the_custom_operator(
+    in_graphs, monkeypatch
+):
+    torch.manual_seed(0)
+    layer = int8_linear(torch.nn.Linear(256, 320), onednn=True, monkeypatch=monkeypatch)
+    if in_graphs:
+        assert layer.onednn_in_graphs  # this torch's inductor takes oneDNN's op as it is
+    else:
+        monkeypatch.setattr(layer, "onednn_in_graphs", False)
+    compiled = torch.compile(layer, fullgraph=True, options={"cpp_wrapper": True})
+    x = torch.randn(3, 256) * 4
+    with torch.inference_mode():
+        got, code = run_and_get_code(compiled, x)
+        assert torch.equal(got, layer(x))
+    source = "".join(code)
+    assert ("qlinear_pointwise" in source) is in_graphs
+    assert ("onednn_int8_matmul" in source) is not in_graphs
