@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inferd.backends.base import Backend, EngineOptions
+from inferd.backends.torch_malloc import keep_freed_memory
 from inferd.config import ModelConfig
 from inferd.engine import ModelWorker
 from inferd.errors import ApiError, BadRequest, NotFound
@@ -138,6 +139,10 @@ class ModelRegistry:
             )
         key = (model.id, device)
         if key not in self._workers:
+            if device == "cpu":
+                # before the owner thread's first allocation: its temporaries then live
+                # in glibc's main arena, which keeps them between steps
+                keep_freed_memory()
             self._workers[key] = ModelWorker(
                 f"{model.id}@{device}",
                 functools.partial(self._factory, model, device),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inferd import registry as registry_module
 from inferd.config import ModelConfig
 from inferd.errors import BadRequest, NotFound
 from inferd.registry import ModelRegistry, default_backend_factory
@@ -64,3 +65,18 @@ def test_a_cpu_model_gathers_requests_sent_together_and_a_configured_one_as_told
     registry = ModelRegistry(models, backend_factory=lambda m, d: None, devices=("cpu",))
     assert registry.worker("a", "cpu").arrival_window == 0.005
     assert registry.worker("b", "cpu").arrival_window == 0.0
+
+
+def test_the_process_allocator_is_set_before_a_cpu_models_thread_exists(tmp_path, monkeypatch):
+    """glibc's one arena must be set before the owner thread's first allocation."""
+    calls: list[str] = []
+    monkeypatch.setattr(registry_module, "keep_freed_memory", lambda: calls.append("set"))
+    models = [ModelConfig(id="a", name="a", path=str(tmp_path))]
+    registry = ModelRegistry(models, backend_factory=lambda m, d: None, devices=("cpu", "cuda"))
+    registry.worker("a", "cuda")
+    assert calls == []  # a GPU model computes on the GPU
+    worker = registry.worker("a", "cpu")
+    assert calls == ["set"]
+    assert worker.state == "unloaded"  # its thread starts later, on first use or preload
+    registry.worker("a", "cpu")
+    assert calls == ["set"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +43,7 @@ def test_glibc_keeps_freed_memory_and_it_is_set_once(monkeypatch, fresh):
     assert libc.calls == [
         (-3, torch_malloc.MMAP_THRESHOLD_BYTES),  # M_MMAP_THRESHOLD
         (-1, torch_malloc.KEEP_FREE_BYTES),  # M_TRIM_THRESHOLD
+        (-8, 1),  # M_ARENA_MAX
     ]
 
 
@@ -63,3 +66,42 @@ def test_this_machine_takes_them_when_it_runs_glibc(fresh):
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
     assert torch_malloc.keep_freed_memory() is True
+
+
+# Where a thread started afterwards allocates: in the main arena's heap (the [heap]
+# mapping) or in an arena of its own. In a process of its own, as glibc's settings are.
+THREAD_ALLOCATION = """
+import ctypes, sys, threading
+from inferd.backends import torch_malloc
+if sys.argv[1] == "keep":
+    assert torch_malloc.keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+found = []
+thread = threading.Thread(target=lambda: found.append(libc.malloc(4096)))
+thread.start()
+thread.join()
+with open("/proc/self/maps") as maps:
+    heap = next(line for line in maps if line.rstrip().endswith("[heap]"))
+start, end = (int(bound, 16) for bound in heap.split()[0].split("-"))
+print("main" if start <= found[0] < end else "own")
+"""
+
+
+def arena_of_a_new_thread(mode: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", THREAD_ALLOCATION, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_threads_started_afterwards_allocate_in_the_main_arena():
+    assert arena_of_a_new_thread("default") == "own"  # what the owner thread had before
+    assert arena_of_a_new_thread("keep") == "main"
