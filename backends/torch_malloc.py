@@ -12,9 +12,10 @@ The thresholds hold for glibc's main arena only. A thread's first allocation giv
 arena of its own, made of 64 MiB heaps that are unmapped as soon as they are empty,
 whatever the trim threshold -- and a model computes on its owner thread: an 8 x 64-token
 prompt step of that model, whose temporaries run to 20 MB each, took ~8,000 page faults
-there against ~3,000 on the main thread, and 105,000-120,000 (0.60-0.62 s instead of
-0.45-0.48) in the steps where a heap had just gone. So one arena serves every thread
-created after this is set: the registry sets it before it starts a CPU model's thread.
+there against ~3,000 on the main thread, and in some server processes 52,000-120,000
+(0.55-0.65 s instead of 0.47-0.55) in the steps where a heap had just gone. So one
+arena serves every thread created after this is set: the registry sets it before it
+starts a CPU model's thread.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ import pytest
 
 from inferd.backends import torch_malloc
 
+only_on_glibc = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="not glibc"
+)
+
 
 class FakeLibc:
     def __init__(self, answer: int) -> None:
@@ -62,9 +66,8 @@ def test_other_c_libraries_are_left_alone(monkeypatch, fresh):
     assert libc.calls == []
 
 
+@only_on_glibc
 def test_this_machine_takes_them_when_it_runs_glibc(fresh):
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
     assert torch_malloc.keep_freed_memory() is True
 
 
@@ -99,9 +102,7 @@ def arena_of_a_new_thread(mode: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
-)
+@only_on_glibc
 def test_threads_started_afterwards_allocate_in_the_main_arena():
     assert arena_of_a_new_thread("default") == "own"  # what the owner thread had before
     assert arena_of_a_new_thread("keep") == "main"
