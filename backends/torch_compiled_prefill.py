@@ -37,7 +37,22 @@ def with_compiled_halves(decoder: LeanDecoder, compiler: Callable | None = None)
     torch.compile unless given (tests pass the identity)."""
     inputs = compiled_for(decoder.model, layer_inputs, compiler)
     output = compiled_for(decoder.model, layer_output, compiler)
-    return decoder.with_layer_halves(dynamic_tokens(inputs), dynamic_tokens(output))
+    return decoder.with_layer_halves(dynamic_tokens(inputs), two_rows_at_least(output))
+
+
+def two_rows_at_least(output: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The compiled output half (dynamic_tokens) for one row too: the last layer's runs on
+    the rows that sample only (torch_decoder.py), one when a step ends one prompt, which
+    goes through the graph for two tokens taken twice -- the same loops, with no graph
+    compiled for one row at run time."""
+    dynamic = dynamic_tokens(output)
+
+    def call(layer: torch.nn.Module, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[1] > 1:
+            return dynamic(layer, hidden, attended)
+        return dynamic(layer, hidden.repeat(1, 2, 1), attended.repeat(1, 2, 1))[:, :1]
+
+    return call
 
 
 def dynamic_tokens(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -46,6 +46,11 @@ def test_one_graph_pair_serves_any_number_of_tokens_close_to_eager():
             inputs = prefill_probe_inputs(decoder, cache, tokens)
             expected, got = decoder(*inputs), compiled(*inputs)
             assert ((got - expected).norm() / expected.norm()).item() < 0.05
+        # the last layer's output half runs on the rows that sample: one, or none
+        ids, positions, keep, layout = prefill_probe_inputs(decoder, cache, 5)
+        both = compiled(ids, positions, keep, layout)
+        assert torch.equal(compiled(ids, positions, keep[1:], layout), both[:, 1:])
+        assert compiled(ids, positions, keep[:0], layout).shape == (1, 0, both.shape[-1])
     assert counters["stats"]["unique_graphs"] == graphs  # compiled at load, for all sizes
 
 

@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from inferd.backends import torch_decoder
+from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
 from inferd.backends.torch_decoder import LeanDecoder, lean_decoder
 from inferd.backends.torch_kv_cache import KVCache
 from inferd.backends.torch_quant import quantize
@@ -66,3 +67,49 @@ def test_a_lean_pass_that_differs_from_transformers_is_not_used(monkeypatch):
 
     monkeypatch.setattr(LeanDecoder, "__call__", off_by_a_little)
     assert lean_decoder(model, cache_for(model)) is None
+
+
+def probe_step(model, cache):
+    """A 5-token prompt chunk in block 1 of `cache`: (ids, positions, layout factory)."""
+    slots = torch.arange(5) + cache.block_size
+    ids = torch.randint(model.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(3))
+
+    def layout() -> StepLayout:
+        step = StepLayout(cache, slots)
+        step.prefills.append(PrefillChunk(0, 5, slots, None))
+        return step
+
+    return ids, torch.arange(5)[None], layout
+
+
+@pytest.mark.parametrize("keep", [[1, 4], [3], []])
+def test_the_last_layer_runs_its_output_half_on_the_rows_that_sample_only(keep):
+    model = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config), "int8")
+    cache = KVCache(
+        num_layers=model.config.num_hidden_layers,
+        kv_heads=model.config.num_key_value_heads,
+        head_dim=model.config.hidden_size // model.config.num_attention_heads,
+        num_blocks=2,
+        block_size=8,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
+    decoder = lean_decoder(model, cache)
+    assert decoder is not None
+    ids, positions, layout = probe_step(model, cache)
+    rows_seen: list[int] = []
+    last_mlp = model.model.layers[-1].mlp
+    hook = last_mlp.register_forward_hook(lambda _m, args, _o: rows_seen.append(args[0].shape[1]))
+    keep_index = torch.tensor(keep, dtype=torch.long)
+    with torch.inference_mode():
+        got = decoder(ids, positions, keep_index, layout())
+        hook.remove()
+        expected = model(
+            input_ids=ids,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=torch.arange(5),
+            **{LAYOUT_KWARG: layout()},
+        ).logits[:, keep_index]
+    assert torch.equal(got, expected)  # int8 rows are computed independently: exactly
+    assert rows_seen == ([len(keep)] if keep else [])
