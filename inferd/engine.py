@@ -36,6 +36,7 @@ from inferd.backends.base import (
     TokenEvent,
 )
 from inferd.decodings import DecodingBatcher
+from inferd.heap import freeze_loaded_objects
 from inferd.stream import Admitted, GenerationObserver, Stream
 from inferd.tracker import RequestTracker
 
@@ -196,6 +197,7 @@ class ModelWorker:
             return
         self._backend = backend
         self.info = info
+        freeze_loaded_objects()  # before any request: the model's objects never collected
         self.state = "ready"
         self._loaded.set_result(info)
         log.info("loaded %s (context %d)", self.label, info.context_length)

@@ -35,6 +35,14 @@ if hasattr(traceback, "_extract_caret_anchors_from_line_segment"):
 pytest_plugins = ["tests.browser"]
 
 
+@pytest.fixture(autouse=True)
+def heap_left_collectable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model workers in this process do not freeze its heap (inferd/heap.py): the objects
+    of tests that have ended would never be collected. tests/test_heap.py tests the
+    freeze, tests/test_engine.py that a worker does it; servers started as processes do."""
+    monkeypatch.setattr("inferd.engine.freeze_loaded_objects", lambda: 0)
+
+
 @pytest.fixture(scope="session")
 def shared_models() -> Path:
     path = Path(__file__).parents[2] / "shared" / "models"

@@ -340,3 +340,18 @@ async def test_a_request_cancelled_while_it_is_encoded_never_runs(make_worker):
     await collect(first)
     await wait_for(lambda: worker.waiting == worker.running == 0)
     assert "B" not in backend.schedule
+
+
+async def test_the_loaded_model_is_kept_out_of_garbage_collection_before_it_serves(
+    make_worker, monkeypatch
+):
+    states: list[str] = []
+
+    def freeze() -> int:
+        states.append(worker.state)
+        return 1
+
+    monkeypatch.setattr("inferd.engine.freeze_loaded_objects", freeze)
+    worker = make_worker(FakeBackend())
+    await worker.ready()
+    assert states == ["loading"]  # once, after the load, before requests are let in
