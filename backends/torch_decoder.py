@@ -80,39 +80,40 @@ class LeanDecoder:
         keep: torch.Tensor,
         layout: StepLayout,
     ) -> torch.Tensor:
-        """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step."""
-        hidden, cos, sin = self.embed(input_ids, position_ids)
-        shape = (*hidden.shape[:-1], -1)
-        attention_kwargs = {LAYOUT_KWARG: layout}
-        last = self.layers[-1]
-        for layer in self.layers:
-            attention = layer.self_attn
-            query, key, value = self._inputs(self, layer, hidden, cos, sin)
-            out, _ = paged_attention(
-                attention, query, key, value, None, scaling=attention.scaling, **attention_kwargs
-            )
-            if layer is last:
-                return self._last_output(layer, hidden, out.reshape(shape), keep)
-            hidden = self._output(layer, hidden, out.reshape(shape))
-        raise ValueError("a decoder without layers")
+        """Logits (1, len(keep), vocab) of the kept rows of one packed (1, tokens) step.
 
-    def _last_output(
+        Only the rows that sample need the last layer's output projection and MLP (every
+        row's keys and values are in the cache once its attention has run): a prompt
+        chunk's other tokens skip ~1/24 of a 0.5B model's step, as llama.cpp's output
+        ids do. A row's logits do not change -- an int8 row's bit for bit (its matmuls
+        are exact integer products), a float one's up to the matmul's rounding, as in
+        any batch."""
+        hidden, cos, sin = self.embed(input_ids, position_ids)
+        *layers, last = self.layers
+        for layer in layers:
+            hidden = self._output(layer, hidden, self._attend(layer, hidden, cos, sin, layout))
+        attended = self._attend(last, hidden, cos, sin, layout)
+        if not keep.numel():  # prompt chunks that all end mid-prompt: nothing samples
+            return self.logits(hidden, keep)
+        hidden = self._output(last, hidden[:, keep], attended[:, keep])
+        return self.lm_head(self.norm(hidden))
+
+    def _attend(
         self,
         layer: torch.nn.Module,
         hidden: torch.Tensor,
-        attended: torch.Tensor,
-        keep: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layout: StepLayout,
     ) -> torch.Tensor:
-        """The kept rows' logits from the last layer's input and attention output.
-
-        Only the rows that sample need the last layer's output projection and MLP (every
-        row's keys and values are in the cache by now): a prompt chunk's other tokens
-        skip ~1/24 of a 0.5B model's step (llama.cpp's output ids do the same). An int8
-        row is computed independently of the others, so its logits do not change."""
-        if not keep.numel():  # a step of prompt chunks that all end mid-prompt
-            return self.logits(hidden, keep)
-        hidden = self._output(layer, hidden[:, keep], attended[:, keep])
-        return self.lm_head(self.norm(hidden))
+        """A layer's attention output (1, tokens, heads * head_dim) from its input, its
+        keys and values written to the cache."""
+        attention = layer.self_attn
+        query, key, value = self._inputs(self, layer, hidden, cos, sin)
+        out, _ = paged_attention(
+            attention, query, key, value, None, scaling=attention.scaling, **{LAYOUT_KWARG: layout}
+        )
+        return out.reshape(*hidden.shape[:-1], -1)
 
     def with_layer_halves(self, inputs: Callable, output: Callable) -> LeanDecoder:
         """This forward with other implementations of layer_inputs and layer_output
