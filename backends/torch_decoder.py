@@ -93,9 +93,9 @@ class LeanDecoder:
         for layer in layers:
             hidden = self._output(layer, hidden, self._attend(layer, hidden, cos, sin, layout))
         attended = self._attend(last, hidden, cos, sin, layout)
-        if not keep.numel():  # prompt chunks that all end mid-prompt: nothing samples
-            return self.logits(hidden, keep)
-        hidden = self._output(last, hidden[:, keep], attended[:, keep])
+        hidden = hidden[:, keep]
+        if keep.numel():  # none: prompt chunks that all end mid-prompt, nothing samples
+            hidden = self._output(last, hidden, attended[:, keep])
         return self.lm_head(self.norm(hidden))
 
     def _attend(

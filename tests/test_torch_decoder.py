@@ -70,7 +70,7 @@ def test_a_lean_pass_that_differs_from_transformers_is_not_used(monkeypatch):
 
 
 def probe_step(model, cache):
-    """A 5-token prompt chunk in block 1 of `cache`: (ids, positions, layout factory)."""
+    """A 5-token prompt chunk after block 0 of `cache`: (ids, positions, layout factory)."""
     slots = torch.arange(5) + cache.block_size
     ids = torch.randint(model.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(3))
 
@@ -85,15 +85,7 @@ def probe_step(model, cache):
 @pytest.mark.parametrize("keep", [[1, 4], [3], []])
 def test_the_last_layer_runs_its_output_half_on_the_rows_that_sample_only(keep):
     model = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config), "int8")
-    cache = KVCache(
-        num_layers=model.config.num_hidden_layers,
-        kv_heads=model.config.num_key_value_heads,
-        head_dim=model.config.hidden_size // model.config.num_attention_heads,
-        num_blocks=2,
-        block_size=8,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-    )
+    cache = cache_for(model)
     decoder = lean_decoder(model, cache)
     assert decoder is not None
     ids, positions, layout = probe_step(model, cache)
