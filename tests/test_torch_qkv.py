@@ -10,6 +10,7 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends.torch_int8 import Int8Linear
+from inferd.backends.torch_int8_embedding import quantize_input_embeddings
 from inferd.backends.torch_qkv import SharedProjection, share_qkv_projections
 from inferd.backends.torch_quant import _replace_linears, quantize
 from tests.tiny_models import tiny_model
@@ -32,6 +33,7 @@ def test_a_model_with_shared_projections_gives_the_same_logits_bit_for_bit():
     model = tiny_model(Qwen2ForCausalLM, Qwen2Config, attention="eager")
     separate = copy.deepcopy(model)
     _replace_linears(separate, Int8Linear, lambda linear: True)
+    quantize_input_embeddings(separate)  # as quantize() does: only q/k/v differ
     shared = quantize(model, "int8")
     attention = shared.model.layers[0].self_attn
     assert isinstance(attention.k_proj, SharedProjection)  # Qwen2's biased q/k/v too

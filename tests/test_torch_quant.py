@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends.base import BackendError
+from inferd.backends.torch_int8_embedding import Int8Embedding
 from inferd.backends.torch_quant import (
     Int4Linear,
     Int8Linear,
@@ -17,6 +18,7 @@ from inferd.backends.torch_quant import (
     default_quantization,
     quantize,
 )
+from tests.tiny_models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 # "Once upon a time", "Tom and Sue went to the park", "There was a tree" (stories260K ids)
@@ -88,3 +90,24 @@ def test_integer_formats_are_cpu_only_and_unknown_ones_are_named():
         check_quantization("int4", torch.device("cuda"))
     with pytest.raises(BackendError, match="'q3'"):
         check_quantization("q3", torch.device("cpu"))
+
+
+def test_int8_keeps_no_tensor_of_the_memory_mapped_checkpoint(tmp_path: Path):
+    saved = tiny_model(Qwen2ForCausalLM, Qwen2Config, attention="eager")
+    saved.save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 9, 2, 11]])
+
+    def mapped(model: torch.nn.Module) -> int:
+        tensors = [*model.parameters(), *model.buffers()]
+        return sum(
+            1 for t in tensors if t.layout is torch.strided and not t.untyped_storage().resizable()
+        )
+
+    assert mapped(model) > 0  # transformers reads safetensors through a memory map
+    with torch.inference_mode():
+        reference = quantize(copy.deepcopy(model), "int8")(ids).logits
+        int8 = quantize(model, "int8")
+        assert mapped(int8) == 0  # every kept tensor copied: the file can be unmapped
+        assert isinstance(int8.get_input_embeddings(), Int8Embedding)
+        assert torch.equal(int8(ids).logits, reference)  # the copies are the same values
