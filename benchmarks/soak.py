@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from engine_bench.machine import rss_mib
 from engine_bench.servers import ServerFailed, ServerProcess, inferd_server
 from soak_clients import SoakClient, Tally
 
@@ -52,15 +53,6 @@ def probe_health(url: str, until: float, results: multiprocessing.Queue) -> None
             failures += not ok
             time.sleep(max(0.0, 0.1 - (time.perf_counter() - started)))
     results.put((timings, failures))
-
-
-def rss_mib(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
 
 
 def tokens_generated(base: str) -> float:

@@ -4,6 +4,7 @@ targets) and a smoke run of the whole script in its quickest mode."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,11 @@ def test_others_share_is_the_machine_time_this_run_did_not_use(
     assert others.share() == pytest.approx(0.3)
 
 
+def test_resident_size_of_this_process_and_none_for_a_process_that_is_gone() -> None:
+    assert machine.rss_mib(os.getpid()) > 10  # this interpreter with torch imported
+    assert machine.rss_mib(None) is None and machine.rss_mib(2**22 + 12345) is None
+
+
 # --- report and targets ------------------------------------------------------------------------
 
 
@@ -227,6 +233,7 @@ def results() -> dict:
                 "precision": "int8",
                 "status": "ok",
                 "load": [load_row(1, 35.0, 0.1), load_row(8, 130.0, 0.4), load_row(32, 200.0, 3.0)],
+                "resident_mib": 1312.4,
                 "interference": {
                     "steady": spread,
                     "during": {**spread, "p99": 0.5, "max": 0.6},
@@ -282,6 +289,7 @@ def test_markdown_report_has_every_section_and_the_refusal() -> None:
     assert "| int4 | unsupported: no recipe | — | — |" in text
     assert "| int8 | 8 | 130.0 | 13.00x | 325% | 200 / 400 / 400 |" in text
     assert "- int3: refused at start-up: quantization 'int3'" in text
+    assert "- int8: the server resident at 1,312 MiB after its last load level" in text
     assert "| int8 | 2000 | 100 | 500 | 600 | 5.0x | 2500 |" in text
     assert "| int8 | 1500 | 3000 | 300 | 3100 | 0.10x | ok |" in text
     assert "llama.cpp in-process (`--gguf`): skipped: no --gguf given" in text
@@ -324,6 +332,7 @@ def test_quick_run_measures_every_phase_and_reports_an_unknown_precision(tmp_pat
         assert row["errors"] == 0 and row["tokens"] > 0 and row["ttft"]["n"] == row["streams"]
     assert fp32["interference"]["steady"]["n"] > 0 and fp32["interference"]["during"]["n"] > 0
     assert fp32["prefix"]["checks"] == [] and fp32["prefix"]["uncached_ttft"] > 0
+    assert fp32["resident_mib"] > 50  # read from the server's /proc entry on Linux
     assert int3["status"].startswith("refused at start-up") and "int3" in int3["status"]
     assert "| fp32 | 2 |" in printed and "- int3: refused at start-up" in printed
 

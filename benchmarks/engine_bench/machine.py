@@ -9,6 +9,20 @@ from pathlib import Path
 _PROC_STAT = Path("/proc/stat")
 
 
+def rss_mib(pid: int | None) -> float | None:
+    """A process's resident set in MiB (Linux /proc; None elsewhere or once it is gone)."""
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

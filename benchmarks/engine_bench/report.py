@@ -104,6 +104,12 @@ def _servers(results: dict[str, Any]) -> str:
         "",
         table(header, _load_rows(results)),
     ]
+    for server in results["servers"]:
+        if server["status"] == "ok" and server.get("resident_mib"):
+            parts.append(
+                f"\n- {server['precision']}: the server resident at "
+                f"{server['resident_mib']:,.0f} MiB after its last load level"
+            )
     refused = [s for s in results["servers"] if s["status"] != "ok"]
     for server in refused:
         parts.append(f"\n- {server['precision']}: {server['status']}")

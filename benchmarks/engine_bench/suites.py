@@ -15,6 +15,7 @@ from random_models import QWEN25_05B, SHARED, cached_random_qwen
 from transformers import AutoTokenizer
 
 from . import phases
+from .machine import rss_mib
 from .prompts import PromptMaker
 from .servers import (
     MODEL_ID,
@@ -170,6 +171,7 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
             endpoint = phases.Endpoint(server.base_url, "/completions", "inferd", MODEL_ID)
             warm_up(endpoint, run.prompts.make(run.args.prompt_tokens, "warm-up"))
             out["load"] = run.load_levels(endpoint, run.args.clients)
+            out["resident_mib"] = rss_mib(server.pid)  # the model, its KV cache, the server
             for row in out["load"]:
                 row["x_generate_fp32"] = ratio(
                     row["aggregate_tok_s"], results["generate"].get("fp32")
