@@ -8,10 +8,8 @@ its own mlx-lm cache (starting from the prompt cache's longest matching prefix, 
 mlx_prompt_cache.py), then joins the decode batch (mlx_decode_batch.py), whose forward
 pass takes that last token and samples its first new one; the last chunks of prompts
 that end in the same step run as one pass (mlx_prefill.py). All of a step's work is
-built lazily and handed to MLX at once; its tokens and per-row "finite" flags
-(mlx_sampler.py) are read back by the next step(), after it has handed over its own
-work -- one host sync per step, and the device never waits for the host to build the
-next step (mlx-lm's BatchGenerator does the same).
+built lazily and handed to MLX at once; its tokens are read back by the next step(),
+after it has handed over its own work (mlx_in_flight.py): one host sync per step.
 
 A prompt's cache is offered to the prompt cache as its chunks are computed (so a shared
 system prompt is reused by later requests while the first is still running), and a
@@ -38,16 +36,16 @@ from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
 from inferd.backends.base import (
-    NON_FINITE_SCORES,
     BackendError,
     EngineOptions,
     SamplingParams,
     StepResult,
 )
 from inferd.backends.mlx_decode_batch import DecodeBatch
+from inferd.backends.mlx_in_flight import InFlight, MlxSequence, next_inputs, step_results
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
-from inferd.backends.mlx_sampler import BatchSampler, RowSampling, row_sampling
+from inferd.backends.mlx_sampler import BatchSampler, row_sampling
 from inferd.prefill_pacer import PrefillPacer
 from inferd.scheduler import prompt_budget
 
@@ -69,35 +67,10 @@ _CLEAR_EVERY = 256
 class _Plan:
     """What one step does before its decode pass."""
 
-    ending: list[Any] = field(default_factory=list)  # sequences whose prompts end in it
-    computed: list[Any] = field(default_factory=list)  # sequences whose caches it extends
+    ending: list[MlxSequence] = field(default_factory=list)  # sequences whose prompts end in it
+    computed: list[MlxSequence] = field(default_factory=list)  # sequences whose caches it extends
     arrays: list[Any] = field(default_factory=list)  # to evaluate with the step's tokens
     chunk_tokens: int = 0  # in chunks that leave part of their prompt for later
-
-
-@dataclass(slots=True)
-class _InFlight:
-    """A decode pass handed to MLX whose tokens the host has not read yet."""
-
-    rows: list[Any]  # the sequences, in row order
-    tokens: mx.array
-    finite: mx.array
-    decode_only: bool = True  # no prompt computed or joined in the same step (pacer)
-
-
-@dataclass(slots=True, eq=False)
-class _Sequence:
-    seq_id: int
-    tokens: list[int]  # the prompt, then every sampled token
-    sampling: RowSampling
-    num_computed: int = 0  # tokens whose keys and values are in its cache
-    cache: list[Any] | None = None  # its own while prefilling; None waiting or in the batch
-    failed: bool = False  # its cache cannot be trusted: never offered for reuse
-
-    @property
-    def pending(self) -> int:
-        """Prompt tokens to prefill; the last one runs as the first decode input."""
-        return len(self.tokens) - 1 - self.num_computed
 
 
 class MlxBatcher:
@@ -111,10 +84,10 @@ class MlxBatcher:
         self.prompt_cache = PromptCache(self.max_tokens if cached is None else cached)
         self.sampler = BatchSampler()
         self.batch = DecodeBatch()
-        self._waiting: deque[_Sequence] = deque()
-        self._prefilling: list[_Sequence] = []  # started, in admission order
-        self._seqs: dict[int, _Sequence] = {}
-        self._in_flight: _InFlight | None = None
+        self._waiting: deque[MlxSequence] = deque()
+        self._prefilling: list[MlxSequence] = []  # started, in admission order
+        self._seqs: dict[int, MlxSequence] = {}
+        self._in_flight: InFlight | None = None
         self._steps = 0
         slowdown = options.prefill_slowdown or DEFAULT_PREFILL_SLOWDOWN
         self.pacer = PrefillPacer(slowdown, start_tokens=MIN_PREFILL_TOKENS)
@@ -135,7 +108,7 @@ class MlxBatcher:
                 f"holds {self.max_tokens}; raise kv_cache_tokens or send a shorter prompt"
             )
         sampling = row_sampling(params, prompt_ids, self.vocab_size)
-        seq = _Sequence(seq_id, list(prompt_ids), sampling)
+        seq = MlxSequence(seq_id, list(prompt_ids), sampling)
         self._waiting.append(seq)
         self._seqs[seq_id] = seq
 
@@ -237,7 +210,7 @@ class MlxBatcher:
 
     def _plan(
         self,
-        seq: _Sequence,
+        seq: MlxSequence,
         budget: int,
         plan: _Plan,
         errors: dict[int, Exception],
@@ -293,7 +266,7 @@ class MlxBatcher:
         self.batch.join([seq.seq_id for seq in ready], [seq.cache for seq in ready])  # type: ignore[misc]
         self._joined(ready, plan, offer=True)
 
-    def _joined(self, seqs: list[_Sequence], plan: _Plan, *, offer: bool) -> None:
+    def _joined(self, seqs: list[MlxSequence], plan: _Plan, *, offer: bool) -> None:
         """Sequences now in the batch, their prompts computed; with `offer`, their own
         caches (which hold those prompts) go to the prompt cache. Rows prefilled together
         are offered when they finish instead: copying them out of the batch now would
@@ -306,7 +279,7 @@ class MlxBatcher:
             seq.cache = None
             plan.computed.append(seq)
 
-    def _decode(self, errors: dict[int, Exception]) -> _InFlight | None:
+    def _decode(self, errors: dict[int, Exception]) -> InFlight | None:
         """Build the batch's forward pass and sampling (lazy), one token per row.
 
         A row that continues takes the token still in flight from the last step as its
@@ -318,7 +291,7 @@ class MlxBatcher:
         for attempt in range(2):
             if not rows:
                 return None
-            inputs, fed = self._inputs(rows)
+            inputs, fed = next_inputs(self._in_flight, rows)
             sizes = self.batch.sizes()
             try:
                 logits = self.batch.forward(self.model, inputs)
@@ -338,28 +311,8 @@ class MlxBatcher:
                 continue
             for seq in rows:
                 seq.num_computed += 1  # its input is in the graph now
-            return _InFlight(rows, tokens, finite)
+            return InFlight(rows, tokens, finite)
         return None
-
-    def _inputs(self, rows: list[_Sequence]) -> tuple[mx.array, list[mx.array | None]]:
-        """The rows' inputs (lazy) and, per row, the one not yet in its host history."""
-        flight = self._in_flight
-        where = {id(s): i for i, s in enumerate(flight.rows)} if flight else {}
-        if flight is not None and [id(s) for s in rows] == list(where):
-            if not any(s.sampling.processors for s in rows):  # nobody reads the history
-                return flight.tokens, [None] * len(rows)
-            return flight.tokens, [flight.tokens[i : i + 1] for i in range(len(rows))]
-        fed: list[mx.array | None] = []
-        pieces = []
-        for seq in rows:
-            if id(seq) in where:
-                i = where[id(seq)]
-                fed.append(flight.tokens[i : i + 1])  # type: ignore[union-attr]
-                pieces.append(fed[-1])
-            else:
-                fed.append(None)
-                pieces.append(mx.array([seq.tokens[-1]], dtype=mx.uint32))
-        return mx.concatenate(pieces), fed
 
     def _run_chunks_alone(self, plan: _Plan, errors: dict[int, Exception]) -> list[StepResult]:
         """For a step with prompt chunks beside decoding rows: read the step in flight,
@@ -393,37 +346,21 @@ class MlxBatcher:
         self._last_read = now if flight is not None else None
         return results
 
-    def _read(self, flight: _InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
+    def _read(self, flight: InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
         """The tokens of a step handed to MLX earlier (the one host sync), and errors."""
-        read: list[tuple[_Sequence, int, bool]] = []
+        read: list[tuple[MlxSequence, int, bool]] = []
         if flight is not None:
             try:
-                tokens, finite = flight.tokens.tolist(), flight.finite.tolist()
-                read = list(zip(flight.rows, tokens, finite, strict=True))
+                read = flight.read()
             except Exception as error:  # it failed on the device: so did all that used it
                 log.exception("an MLX step failed while evaluating")
                 errors.update(self._fail([*flight.rows, *self._rows()], error))
-        results = [
-            StepResult(seq_id, error=error)
-            for seq_id, error in errors.items()
-            if seq_id in self._seqs
-        ]
-        for seq, token, ok in read:
-            if self._seqs.get(seq.seq_id) is not seq or seq.seq_id in errors:
-                continue  # finished since, or ended by this step's error
-            if ok:
-                seq.tokens.append(token)
-                seq.sampling.accept(token)
-                results.append(StepResult(seq.seq_id, token=token))
-            else:
-                seq.failed = True
-                results.append(StepResult(seq.seq_id, error=BackendError(NON_FINITE_SCORES)))
-        return results
+        return step_results(read, errors, self._seqs)
 
-    def _rows(self) -> list[_Sequence]:
+    def _rows(self) -> list[MlxSequence]:
         return [self._seqs[seq_id] for seq_id in self.batch.seq_ids]
 
-    def _runs_alone(self, seq: _Sequence, token: mx.array) -> bool:
+    def _runs_alone(self, seq: MlxSequence, token: mx.array) -> bool:
         """Whether one row's forward pass builds on its own (on a copy of its cache)."""
         try:
             self.model(token.reshape(1, 1), cache=self.batch.extract(seq.seq_id))
@@ -433,28 +370,28 @@ class MlxBatcher:
         return True
 
     @staticmethod
-    def _fail(seqs: Sequence[_Sequence], error: Exception) -> dict[int, Exception]:
+    def _fail(seqs: Sequence[MlxSequence], error: Exception) -> dict[int, Exception]:
         """Mark sequences failed (their caches are never reused); their errors by id."""
         for seq in seqs:
             seq.failed = True
         return {seq.seq_id: error for seq in seqs}
 
     # -- bookkeeping ------------------------------------------------------------------
-    def _fits(self, seq: _Sequence) -> bool:
+    def _fits(self, seq: MlxSequence) -> bool:
         """Whether starting `seq` keeps the live sequences within kv_cache_tokens (the
         first one always starts: add() refused prompts the cache could never hold)."""
         live = [*self._prefilling, *(self._seqs[i] for i in self.batch.seq_ids)]
         used = sum(len(s.tokens) for s in live)
         return not live or used + len(seq.tokens) + 1 <= self.max_tokens
 
-    def _start(self, seq: _Sequence) -> None:
+    def _start(self, seq: MlxSequence) -> None:
         """Give a sequence its cache: a copy of the longest cached prefix, else a new one."""
         cache, reused = self.prompt_cache.fetch(seq.tokens)
         seq.cache = cache if cache is not None else make_prompt_cache(self.model)
         seq.num_computed = reused
         self._prefilling.append(seq)
 
-    def _offer(self, seq: _Sequence, cache: list[Any]) -> None:
+    def _offer(self, seq: MlxSequence, cache: list[Any]) -> None:
         """Let the prompt cache keep a copy of a sequence's computed tokens' cache, in
         what the live sequences leave of kv_cache_tokens."""
         live = sum(s.num_computed for s in self._seqs.values() if s.cache or s.seq_id in self.batch)
