@@ -89,6 +89,7 @@ class TorchBackend:
         self.threads = self.options.threads or physical_cores()
         self._context_length = context_length
         self._model: PreTrainedModel | None = None
+        self._weight_count = 0  # the checkpoint's, whatever the format stores them as
         self._tokenizer: Any = None
 
     def load(self) -> ModelInfo:
@@ -104,6 +105,8 @@ class TorchBackend:
         if self.device.type == "cpu":
             keep_freed_memory()
         model.set_attn_implementation(torch_attention.ATTENTION_NAME)
+        # counted before quantizing: int8 and int4 keep their weights as buffers
+        self._weight_count = model.num_parameters()
         model = quantize(model.to(self.device).eval(), self.quantization)
         self._model, self._tokenizer = model, tokenizer
         return ModelInfo(
@@ -183,8 +186,7 @@ class TorchBackend:
         where the steps' small operators cost most (compiling takes ~20-60 s at load)."""
         if self.options.compile is not None:
             return self.options.compile
-        assert self._model is not None
-        return self.device.type == "cpu" and self._model.num_parameters() >= AUTO_MIN_PARAMETERS
+        return self.device.type == "cpu" and self._weight_count >= AUTO_MIN_PARAMETERS
 
     def _loaded_tokenizer(self) -> Any:
         if self._tokenizer is None:
