@@ -87,6 +87,7 @@ def decode_layers(
             gather_slots(layer_values, decode_slots),
             mask,
             layer.self_attn.scaling,
+            keys_first=True,  # the form inductor gathers the keys for well
         )
         hidden = layer_output(layer, hidden, out.reshape(1, rows, -1))
     return hidden
@@ -223,6 +224,8 @@ def verified(
     within PROBE_TOLERANCE; None, with the reason and what happens `otherwise` logged,
     if not."""
     started = time.perf_counter()
+    # a model's first compile takes a minute or more on a small CPU (cached on disk after)
+    log.info("compiling the %s step", kind)
     try:
         compiled = build()
         with torch.inference_mode():

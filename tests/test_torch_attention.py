@@ -15,6 +15,7 @@ from inferd.backends.torch_attention import (
     LAYOUT_KWARG,
     PrefillChunk,
     StepLayout,
+    attend_decode,
     chunk_groups,
     paged_attention,
 )
@@ -135,3 +136,30 @@ def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone():
         assert torch.equal(together[0, rows], from_cache)
         expected = reference(query[0, :, rows], key[0, :, rows], value[0, :, rows], 0)
         torch.testing.assert_close(alone[0], expected)
+
+
+def attend_keys_first(*args: object) -> torch.Tensor:
+    return attend_decode(*args, keys_first=True)  # type: ignore[arg-type]
+
+
+def test_keys_first_decode_attention_is_attend_decode_up_to_rounding():
+    """The compiled step's form (scores as keys x queries) and the eager one agree, padded
+    positions of shorter rows included: their values never reach the output."""
+    torch.manual_seed(0)
+    heads, kv_heads, rows, length, head_dim = 14, 2, 3, 40, 64
+    query = torch.randn(heads, rows, head_dim)
+    keys = torch.randn(kv_heads, rows, length, head_dim)
+    values = torch.randn(kv_heads, rows, length, head_dim)
+    lengths = torch.tensor([40, 17, 1])
+    mask = torch.zeros(1, rows, 1, length)
+    mask[0, :, 0][torch.arange(length)[None] >= lengths[:, None]] = float("-inf")
+    eager = attend_decode(query, keys, values, mask, 0.125)
+    first = attend_keys_first(query, keys, values, mask, 0.125)
+    assert first.shape == (rows, heads, head_dim)
+    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
+    padded = values.clone()
+    padded[:, 1, 17:] = 1e4  # what a shorter row's padding block could hold
+    padded[:, 2, 1:] = -1e4
+    torch.testing.assert_close(attend_keys_first(query, keys, padded, mask, 0.125), first)
+    unmasked = attend_keys_first(query[:, :1], keys[:, :1], values[:, :1], None, 0.125)
+    torch.testing.assert_close(unmasked, first[:1])  # row 0 has no padding

@@ -47,16 +47,20 @@ def compiled_qwen() -> tuple[LeanDecoder, KVCache, CompiledDecode]:
 
 @pytest.mark.parametrize(("kind", "config_class", "extra"), QWEN_FAMILIES)
 @pytest.mark.parametrize("quantization", ["fp32", "int8"])
-def test_the_function_it_compiles_computes_the_lean_forward_exactly(
+def test_the_function_it_compiles_computes_the_lean_forward(
     kind, config_class, extra, quantization
 ):
+    """The same layers and math as LeanDecoder; only the decode attention's scores are
+    computed keys first (torch_attention.attend_decode), so up to float rounding -- a
+    wrong layer, norm or cache slot would be off by ~100%."""
     model = quantize(tiny_model(kind, config_class, **extra), quantization)
     decoder, cache = LeanDecoder(model), cache_for(model)
     plain = CompiledDecode(decoder, cache, compiler=identity)
     with torch.inference_mode():
         for lengths in ((5,), (3, 9, 6)):
             inputs = probe_inputs(decoder, cache, lengths)
-            assert torch.equal(plain(*inputs), decoder(*inputs))
+            expected, got = decoder(*inputs), plain(*inputs)
+            assert ((got - expected).norm() / expected.norm()).item() < 1e-4
 
 
 def test_compiled_logits_are_the_eager_ones_up_to_rounding(compiled_qwen):
