@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
-from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_kv_cache import KVCache, as_cached
 
 ATTENTION_NAME = "inferd_paged"
 LAYOUT_KWARG = "inferd_layout"
@@ -73,10 +73,11 @@ def paged_attention(
     if layout.num_decode:
         out[: layout.num_decode] = _decode_attention(layout, layer, query, scaling)
     # a chunk with nothing cached before it attends to its own new keys and values
-    # only: taken as they are (the cache holds copies of them) when the dtypes agree
-    fresh_as_cached = key.dtype == layout.cache.dtype
+    # only, as the cache holds them
+    if layout.prefills:
+        key, value = as_cached(key, layout.cache.dtype), as_cached(value, layout.cache.dtype)
     for group in chunk_groups(layout.prefills):
-        if group[0].mask is None and fresh_as_cached:
+        if group[0].mask is None:
             end = group[-1].start + group[-1].length
             out[group[0].start : end] = _attend_fresh(query, key, value, group, scaling)
             continue
@@ -115,7 +116,7 @@ def _attend_cached(
 ) -> torch.Tensor:
     """One chunk over its sequence's cached keys and values, causal from its offset:
     (length, heads, head_dim)."""
-    keys, values = layout.cache.gather(layer, chunk.kv_slots)
+    keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.kv_slots))
     attended = F.scaled_dot_product_attention(
         query[:, :, chunk.start : chunk.start + chunk.length],
         keys.unsqueeze(0),
@@ -161,6 +162,7 @@ def _decode_attention(
 ) -> torch.Tensor:
     """The decode rows' attention, all rows at once: (rows, heads, head_dim)."""
     keys, values = layout.cache.gather(layer, layout.decode_slots)  # (kv, rows, length, d)
+    keys, values = keys.to(query.dtype), values.to(query.dtype)
     rows = layout.num_decode
     return attend_decode(query[0, :, :rows], keys, values, layout.decode_mask, scaling)
 

@@ -28,6 +28,7 @@ from inferd.backends.torch_quant import (
     DTYPES,
     check_quantization,
     default_quantization,
+    kv_cache_dtype,
     quantize,
 )
 from inferd.backends.torch_runner import ModelRunner
@@ -151,7 +152,7 @@ class TorchBackend:
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             num_blocks=num_blocks + 1,  # block 0 is the cache's padding block
             block_size=size,
-            dtype=self.dtype,
+            dtype=kv_cache_dtype(self.quantization),
             device=self.device,
         )
         cached = options.prefix_cache_tokens

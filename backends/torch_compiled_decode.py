@@ -83,8 +83,8 @@ def decode_layers(
         write_slots(layer_values, slots, value[0])
         out = attend_decode(
             query[0],
-            gather_slots(layer_keys, decode_slots),
-            gather_slots(layer_values, decode_slots),
+            gather_slots(layer_keys, decode_slots).to(query.dtype),
+            gather_slots(layer_values, decode_slots).to(query.dtype),
             mask,
             layer.self_attn.scaling,
             keys_first=True,  # the form inductor gathers the keys for well

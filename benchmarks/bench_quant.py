@@ -22,13 +22,21 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from random_models import QWEN25_05B, SHARED, build_random_qwen
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from inferd.backends.torch_quant import quantize
+from inferd.backends.torch_attention import (
+    ATTENTION_NAME,
+    LAYOUT_KWARG,
+    PrefillChunk,
+    StepLayout,
+)
+from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_quant import kv_cache_dtype, quantize
 
 FORMATS = ("fp32", "bf16", "int8", "int4")
 PROMPTS = ("Once upon a time", "Tom and Sue went to the park", "There was a tree", "Lily had")
@@ -49,6 +57,35 @@ def in_format(model: torch.nn.Module, name: str) -> torch.nn.Module:
     if name in ("bf16", "int4"):
         model = model.to(torch.bfloat16)
     return quantize(model, name)
+
+
+class Served:
+    """A model in a format as the engine computes it: inferd's paged attention over a KV
+    cache of the format's dtype (int8: bfloat16), the whole text as one prompt chunk
+    (which attends to its keys and values as the cache holds them)."""
+
+    def __init__(self, model: torch.nn.Module, name: str) -> None:
+        model.set_attn_implementation(ATTENTION_NAME)
+        self.model, self.kv_dtype = model, kv_cache_dtype(name)
+
+    def __call__(self, ids: torch.Tensor) -> Any:
+        config, tokens = self.model.config, ids.shape[1]
+        heads = config.num_attention_heads
+        cache = KVCache(
+            num_layers=config.num_hidden_layers,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            num_blocks=-(-tokens // 16) + 1,  # block 0 pads; the text from block 1 on
+            block_size=16,
+            dtype=self.kv_dtype,
+            device=ids.device,
+        )
+        slots = torch.arange(tokens) + 16
+        layout = StepLayout(cache, slots, prefills=[PrefillChunk(0, tokens, slots, None)])
+        positions = torch.arange(tokens)[None]
+        return self.model(
+            input_ids=ids, position_ids=positions, use_cache=False, **{LAYOUT_KWARG: layout}
+        )
 
 
 def agreement(reference, model, tokenizer, new_tokens: int = 100) -> float:
@@ -78,13 +115,15 @@ def quality() -> None:
     print(f"quality on stories260K; held-out text of {ids.shape[1]} tokens")
     with torch.inference_mode():
         base = perplexity(fp32, ids)
-        for name in FORMATS:
-            model = in_format(fp32, name)
+        formats = [(name, in_format(fp32, name)) for name in FORMATS]
+        # int8 as served: its keys and values in a bfloat16 KV cache
+        formats.append(("int8 served", Served(in_format(fp32, "int8"), "int8")))
+        for name, model in formats:
             ppl = perplexity(model, ids)
             agree = agreement(fp32, model, tokenizer)
             change = ppl / base - 1
             print(
-                f"  {name:5s} greedy agreement {agree:6.1%}  perplexity {ppl:7.3f} "
+                f"  {name:11s} greedy agreement {agree:6.1%}  perplexity {ppl:7.3f} "
                 f"({change:+.2%} vs fp32)"
             )
 

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 from torch._dynamo.utils import counters
 
 from inferd.backends import torch_backend, torch_int8, torch_runner
@@ -195,7 +196,9 @@ def test_compiled_steps_give_the_same_tokens_alone_and_together(compiled_stories
 
 def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(compiled_stories):
     """Prompt chunks beside decoding streams (a step with both runs its decode rows in a
-    pass of their own) and sequences preempted and recomputed."""
+    pass of their own) and sequences preempted and recomputed -- int8's keys and values
+    kept in bfloat16, read back alike by decode rows, chunks and whole prompts."""
+    assert batcher(compiled_stories).runner.cache.dtype == torch.bfloat16
     prompts = ids(compiled_stories, *PROMPTS, LONG_PROMPT)
     alone = expected(compiled_stories, prompts, [GREEDY] * 5, 40)
     joins, lengths = (0, 0, 3, 7, 2), [40] * 5

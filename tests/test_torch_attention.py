@@ -7,6 +7,7 @@ and must get what scaled_dot_product_attention gives each one on its own keys.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +20,7 @@ from inferd.backends.torch_attention import (
     chunk_groups,
     paged_attention,
 )
-from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
+from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache, as_cached
 
 HEADS, KV_HEADS, DIM, SIZE = 4, 2, 8, 4
 
@@ -103,9 +104,12 @@ def test_adjacent_new_prompts_of_one_length_attend_as_one_group():
     assert chunk_groups([a, c]) == [[a], [c]]  # not adjacent in the step's row
 
 
-def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone():
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone(cache_dtype):
+    """In a bfloat16 cache too (int8's): the new prompts' own keys and values are taken
+    as the cache holds them, so reading them back gives the very same output."""
     torch.manual_seed(1)
-    cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=torch.float32, device=torch.device("cpu"))
+    cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=cache_dtype, device=torch.device("cpu"))
     lengths = [5, 5, 5, 3]  # three grouped, the fourth alone
     tokens = sum(lengths)
     query = torch.randn(1, HEADS, tokens, DIM)
@@ -134,7 +138,8 @@ def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone():
         # and as over the keys and values read back from the cache
         from_cache = torch_attention._attend_cached(layout, 0, query, chunk, DIM**-0.5)
         assert torch.equal(together[0, rows], from_cache)
-        expected = reference(query[0, :, rows], key[0, :, rows], value[0, :, rows], 0)
+        cached_key, cached_value = as_cached(key, cache_dtype), as_cached(value, cache_dtype)
+        expected = reference(query[0, :, rows], cached_key[0, :, rows], cached_value[0, :, rows], 0)
         torch.testing.assert_close(alone[0], expected)
 
 

@@ -16,6 +16,7 @@ from inferd.backends.torch_quant import (
     Int8Linear,
     check_quantization,
     default_quantization,
+    kv_cache_dtype,
     quantize,
 )
 from tests.tiny_models import tiny_model
@@ -111,3 +112,9 @@ def test_int8_keeps_no_tensor_of_the_memory_mapped_checkpoint(tmp_path: Path):
         assert mapped(int8) == 0  # every kept tensor copied: the file can be unmapped
         assert isinstance(int8.get_input_embeddings(), Int8Embedding)
         assert torch.equal(int8(ids).logits, reference)  # the copies are the same values
+
+
+def test_int8_keeps_its_kv_cache_in_bfloat16_and_the_others_in_their_own_dtype():
+    assert kv_cache_dtype("int8") == torch.bfloat16  # beside float32 activations
+    assert kv_cache_dtype("fp32") == torch.float32  # exactly as generate() computes
+    assert kv_cache_dtype("bf16") == torch.bfloat16 and kv_cache_dtype("int4") == torch.bfloat16
