@@ -34,15 +34,20 @@ ONEDNN_MIN_BYTES = 8 << 20  # below this the kernel's fixed cost outweighs its s
 _ZERO_POINT = 128  # int8 activations shifted into oneDNN's uint8 range
 
 
+def quantize_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A matrix as int8 rows and each row's float32 scale (its largest |value| / 127)."""
+    matrix = matrix.detach().float()
+    scale = matrix.abs().amax(dim=1).clamp(min=1e-8) / 127
+    return torch.round(matrix / scale[:, None]).to(torch.int8), scale
+
+
 class Int8Linear(nn.Module):
     """A Linear with int8 weights (a scale per output) and int8 activations per token."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        self.out_features, self.in_features = weight.shape
-        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
-        quantized = torch.round(weight / scale[:, None]).to(torch.int8)
+        quantized, scale = quantize_rows(linear.weight)
+        self.out_features, self.in_features = quantized.shape
         self.register_buffer("weight_scale", scale)
         bias = linear.bias
         self.register_buffer("bias", None if bias is None else bias.detach().float())

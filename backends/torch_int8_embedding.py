@@ -17,16 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
+from inferd.backends.torch_int8 import quantize_rows
+
 
 class Int8Embedding(nn.Module):
     """nn.Embedding's lookup over int8 rows, each multiplied back by its own scale."""
 
     def __init__(self, embedding: nn.Embedding) -> None:
         super().__init__()
-        table = embedding.weight.detach().float()
-        self.num_embeddings, self.embedding_dim = table.shape
-        scale = table.abs().amax(dim=1).clamp(min=1e-8) / 127
-        self.register_buffer("weight", torch.round(table / scale[:, None]).to(torch.int8))
+        rows, scale = quantize_rows(embedding.weight)
+        self.num_embeddings, self.embedding_dim = rows.shape
+        self.register_buffer("weight", rows)
         self.register_buffer("scale", scale[:, None])
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
