@@ -144,12 +144,8 @@ class TorchBackend:
         options = self.options
         size = options.block_size
         num_blocks = max(1, -(-options.kv_cache_tokens // size))
-        config = self._model.config.get_text_config()
-        heads = config.num_attention_heads
-        cache = KVCache(
-            num_layers=config.num_hidden_layers,
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        cache = KVCache.for_model(
+            self._model.config,
             num_blocks=num_blocks + 1,  # block 0 is the cache's padding block
             block_size=size,
             dtype=kv_cache_dtype(self.quantization),
@@ -170,7 +166,7 @@ class TorchBackend:
             if options.prefill_slowdown is None
             else PrefillPacer(options.prefill_slowdown, start_tokens=size),
         )
-        sampler = Sampler(self.device, config.vocab_size)
+        sampler = Sampler(self.device, self._model.config.get_text_config().vocab_size)
         if self.device.type != "cpu":
             runner = ModelRunner(self._model, cache, self._compile_steps())
             return TorchBatcher(runner, sampler, scheduler)

@@ -19,6 +19,7 @@ depend on which path read them.
 from __future__ import annotations
 
 import torch
+from transformers import PretrainedConfig
 
 NULL_BLOCK = 0
 
@@ -44,6 +45,29 @@ class KVCache:
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         for tensor in (*self.keys, *self.values):
             tensor[:, :block_size].zero_()
+
+    @classmethod
+    def for_model(
+        cls,
+        config: PretrainedConfig,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> KVCache:
+        """A cache shaped for a transformers model's (text) config: its layers, its
+        key/value heads and their width."""
+        config = config.get_text_config()
+        heads = config.num_attention_heads
+        return cls(
+            num_layers=config.num_hidden_layers,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            num_blocks=num_blocks,
+            block_size=block_size,
+            dtype=dtype,
+            device=device,
+        )
 
     @staticmethod
     def bytes_per_token(num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:

@@ -69,12 +69,9 @@ class Served:
         self.model, self.kv_dtype = model, kv_cache_dtype(name)
 
     def __call__(self, ids: torch.Tensor) -> Any:
-        config, tokens = self.model.config, ids.shape[1]
-        heads = config.num_attention_heads
-        cache = KVCache(
-            num_layers=config.num_hidden_layers,
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        tokens = ids.shape[1]
+        cache = KVCache.for_model(
+            self.model.config,
             num_blocks=-(-tokens // 16) + 1,  # block 0 pads; the text from block 1 on
             block_size=16,
             dtype=self.kv_dtype,
