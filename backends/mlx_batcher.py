@@ -35,12 +35,7 @@ import mlx.nn as nn
 from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
-from inferd.backends.base import (
-    BackendError,
-    EngineOptions,
-    SamplingParams,
-    StepResult,
-)
+from inferd.backends.base import BackendError, EngineOptions, SamplingParams, StepResult
 from inferd.backends.mlx_decode_batch import DecodeBatch
 from inferd.backends.mlx_in_flight import InFlight, MlxSequence, next_inputs, step_results
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
