@@ -1,5 +1,5 @@
 """inferd/session_redis.py: what only the Redis storage has to get right -- a lost
-EXEC reply, an unreachable server. (The session rules run on it in test_sessions.py.)"""
+EXEC reply, an unreachable server. (The session rules run on it in test_sessions*.py.)"""
 
 from __future__ import annotations
 
@@ -13,13 +13,7 @@ from inferd.session_redis import RedisStorage
 from inferd.sessions import SessionStore
 from inferd.testing import live_server
 from tests.processes import free_port
-
-
-def _turn(number: int) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": f"question {number}"},
-        {"role": "assistant", "content": f"answer {number}"},
-    ]
+from tests.sessions_support import turn
 
 
 def test_a_redis_write_whose_reply_was_lost_is_not_applied_twice(empty_redis, monkeypatch):
@@ -37,9 +31,9 @@ def test_a_redis_write_whose_reply_was_lost_is_not_applied_twice(empty_redis, mo
 
     store = SessionStore(RedisStorage(empty_redis))
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_lose_the_reply)
-    store.append("s", _turn(1))
+    store.append("s", turn(1))
     assert lost == [True]
-    assert store.get("s").messages == _turn(1)
+    assert store.get("s").messages == turn(1)
     store.close()
 
 
