@@ -39,6 +39,13 @@ from inferd.prefill_pacer import PrefillPacer
 from inferd.scheduler import Scheduler
 
 DEVICES = ("cpu", "cuda")
+# A step with a long prompt's chunk takes at most this many times the decodes alone,
+# unless configured. A chunk pass costs ~45 ms however small (Qwen2.5-0.5B, int8, 2
+# cores) beside 8 streams' 37 ms decode pass, and its attention grows with the prompt.
+# Unpaced (chunks of what max_batch_tokens leaves), a 2,000-token prompt raised those
+# streams' inter-token p99 3.9-4.5x over steady, first token after 5.5 s; paced at 2.5,
+# 2.5-2.8x after 12 s (at 3: 3.6x, 8 s; at 2: 2.7x, 13 s). Same server, one session.
+DEFAULT_PREFILL_SLOWDOWN = 2.5
 # Tokenizers without a limit report a huge sentinel (int(1e30)) as model_max_length.
 _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -159,12 +166,7 @@ class TorchBackend:
             blocks,
             max(options.max_batch_tokens, max_running),
             options.max_prefill_tokens,
-            # unpaced by default: measured, chunks of max_batch_tokens kept 8 streams'
-            # inter-token p99 within 2.2x of steady with a 2,000-token prompt beside them,
-            # and that prompt's first token came 2.3x sooner than paced at 2
-            None
-            if options.prefill_slowdown is None
-            else PrefillPacer(options.prefill_slowdown, start_tokens=size),
+            PrefillPacer(options.prefill_slowdown or DEFAULT_PREFILL_SLOWDOWN, start_tokens=size),
         )
         sampler = Sampler(self.device, self._model.config.get_text_config().vocab_size)
         if self.device.type != "cpu":

@@ -164,7 +164,7 @@ class ModelConfig(_Section):
     prefix_cache_tokens: int | None = Field(None, ge=0)  # reusable prefixes kept; 0: off
     max_batch_tokens: int = Field(64, ge=16)  # tokens per step while requests decode
     # how many times a decode-only step a step may take with a long prompt's chunk in it;
-    # default: torch unpaced (max_batch_tokens alone), MLX 2
+    # default: torch 2.5, MLX 2
     prefill_slowdown: float | None = Field(None, ge=1.0)
     # torch: compile the forward passes at load; default: on a CPU, for models of 100M+ params
     compile: bool | None = None
