@@ -48,8 +48,8 @@ def prompt_budget(
     streams keep their pace. Several: max_batch_tokens each, up to
     max_prefill_tokens, so a burst of new requests -- each waiting for its first token
     as the streams wait for their next -- is let in several prompts a step. Measured on
-    the 0.5B model (int8, 2 cores): 32 streams' TTFT p95 went from 5.0 to 2.5 s, and a
-    2,000-token prompt still raises 8 streams' inter-token p99 only 1.4x.
+    the 0.5B model (int8, 2 cores): 32 streams' TTFT p95 went from 5.0 to 2.5 s; what a
+    long prompt beside them costs the streams is the pacer's (docs/engine.md).
     A prompt always gets at least `floor` tokens, so it advances however many decode.
     """
     if not decoding:
