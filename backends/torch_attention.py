@@ -72,11 +72,12 @@ def paged_attention(
     out = query.new_empty((tokens, heads, head_dim))
     if layout.num_decode:
         out[: layout.num_decode] = _decode_attention(layout, layer, query, scaling)
+    groups = chunk_groups(layout.prefills)
     # a chunk with nothing cached before it attends to its own new keys and values
-    # only, as the cache holds them
-    if layout.prefills:
+    # only, as the cache holds them (the others read theirs back from the cache)
+    if any(group[0].mask is None for group in groups):
         key, value = as_cached(key, layout.cache.dtype), as_cached(value, layout.cache.dtype)
-    for group in chunk_groups(layout.prefills):
+    for group in groups:
         if group[0].mask is None:
             end = group[-1].start + group[-1].length
             out[group[0].start : end] = _attend_fresh(query, key, value, group, scaling)

@@ -70,14 +70,15 @@ class Served:
 
     def __call__(self, ids: torch.Tensor) -> Any:
         tokens = ids.shape[1]
+        block = 16
         cache = KVCache.for_model(
             self.model.config,
-            num_blocks=-(-tokens // 16) + 1,  # block 0 pads; the text from block 1 on
-            block_size=16,
+            num_blocks=-(-tokens // block) + 1,  # block 0 pads; the text from block 1 on
+            block_size=block,
             dtype=self.kv_dtype,
             device=ids.device,
         )
-        slots = torch.arange(tokens) + 16
+        slots = torch.arange(tokens) + block
         layout = StepLayout(cache, slots, prefills=[PrefillChunk(0, tokens, slots, None)])
         positions = torch.arange(tokens)[None]
         return self.model(
