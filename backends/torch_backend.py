@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from inferd.backends import torch_attention
 from inferd.backends.base import BackendError, ChatMessage, EngineOptions, ModelInfo
 from inferd.backends.chat_template import render_plain_chat
-from inferd.backends.torch_batcher import TorchBatcher
+from inferd.backends.torch_batcher import PREFILL_STAGES, TorchBatcher
 from inferd.backends.torch_compiled_decode import AUTO_MIN_PARAMETERS
 from inferd.backends.torch_kv_cache import KVCache
 from inferd.backends.torch_malloc import keep_freed_memory
@@ -40,12 +40,11 @@ from inferd.scheduler import Scheduler
 
 DEVICES = ("cpu", "cuda")
 # A step with a long prompt's chunk takes at most this many times the decodes alone,
-# unless configured. A chunk pass costs ~45 ms however small (Qwen2.5-0.5B, int8, 2
-# cores) beside 8 streams' 37 ms decode pass, and its attention grows with the prompt.
-# Unpaced (chunks of what max_batch_tokens leaves), a 2,000-token prompt raised those
-# streams' inter-token p99 3.9-4.5x over steady, first token after 5.5 s; paced at 2.5,
-# 2.5-2.8x after 12 s (at 3: 3.6x, 8 s; at 2: 2.7x, 13 s). Same server, one session.
-DEFAULT_PREFILL_SLOWDOWN = 2.5
+# unless configured. Beside 8 streams (Qwen2.5-0.5B, int8, 2 cores, in-process) a
+# 2,000-token prompt in chunks computed in PREFILL_STAGES parts: at 2, the streams'
+# inter-token p99 1.95x steady, first token after 7.9-8.1 s; at 2.25, 2.2x, 6.6 s; at
+# 2.5, 2.0-2.7x, 5.8 s. Unstaged, at 2.5: 2.5x, 10.5 s (unpaced: 3.9-4.5x over HTTP).
+DEFAULT_PREFILL_SLOWDOWN = 2.0
 # Tokenizers without a limit report a huge sentinel (int(1e30)) as model_max_length.
 _MAX_SANE_CONTEXT = 10_000_000
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -162,23 +161,31 @@ class TorchBackend:
         blocks = BlockManager(
             num_blocks, size, num_blocks if cached is None else cached // size, first_block=1
         )
-        scheduler = Scheduler(
-            blocks,
-            max(options.max_batch_tokens, max_running),
-            options.max_prefill_tokens,
-            PrefillPacer(options.prefill_slowdown or DEFAULT_PREFILL_SLOWDOWN, start_tokens=size),
-        )
         sampler = Sampler(self.device, self._model.config.get_text_config().vocab_size)
         if self.device.type != "cpu":
             runner = ModelRunner(self._model, cache, self._compile_steps())
-            return TorchBatcher(runner, sampler, scheduler)
+            return TorchBatcher(runner, sampler, self._scheduler(blocks, max_running, 1))
         # Compiled CPU kernels keep the thread count they were built with (and torch
         # recompiles at another): build them at this model's count, holding the CPU as
         # a step does -- so other CPU models pause while one compiles (torch_threads.py).
         with CPU_COMPUTE:
             use_threads(self.threads)
             runner = ModelRunner(self._model, cache, self._compile_steps())
+        # a long prompt's chunk runs in stages where its pass runs apart from decode rows
+        stages = PREFILL_STAGES if runner.compiled else 1
+        scheduler = self._scheduler(blocks, max_running, stages)
         return TorchBatcher(runner, sampler, scheduler, CPU_COMPUTE, self.threads)
+
+    def _scheduler(self, blocks: BlockManager, max_running: int, chunk_stages: int) -> Scheduler:
+        options = self.options
+        slowdown = options.prefill_slowdown or DEFAULT_PREFILL_SLOWDOWN
+        return Scheduler(
+            blocks,
+            max(options.max_batch_tokens, max_running),
+            options.max_prefill_tokens,
+            PrefillPacer(slowdown, start_tokens=options.block_size),
+            chunk_stages,
+        )
 
     def _compile_steps(self) -> bool:
         """The `compile` option; by default CPU models of AUTO_MIN_PARAMETERS and more,

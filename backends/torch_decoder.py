@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import torch
 from transformers import PreTrainedModel
@@ -35,6 +36,16 @@ LEAN_ARCHITECTURES = frozenset(
     {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 )
 _PROBE_TOKENS = 5
+Result = TypeVar("Result")
+
+
+def run_stages(stages: Generator[None, None, Result]) -> Result:
+    """What a staged computation returns, its stages run one after another."""
+    while True:
+        try:
+            next(stages)
+        except StopIteration as done:
+            return done.value
 
 
 def layer_inputs(
@@ -88,10 +99,27 @@ class LeanDecoder:
         ids do. A row's logits do not change -- an int8 row's bit for bit (its matmuls
         are exact integer products), a float one's up to the matmul's rounding, as in
         any batch."""
+        return run_stages(self.staged(input_ids, position_ids, keep, layout))
+
+    def staged(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        keep: torch.Tensor,
+        layout: StepLayout,
+        stages: int = 1,
+    ) -> Generator[None, None, torch.Tensor]:
+        """This forward in `stages` parts of about as many layers each: it pauses (yields)
+        between them and returns the logits. The same operations in the same order as
+        one pass, so the same results, however many stages and whatever runs between
+        them that does not touch this step's cache slots."""
         hidden, cos, sin = self.embed(input_ids, position_ids)
         *layers, last = self.layers
-        for layer in layers:
+        per_stage = -(-len(self.layers) // max(stages, 1))
+        for index, layer in enumerate(layers, 1):
             hidden = self._output(layer, hidden, self._attend(layer, hidden, cos, sin, layout))
+            if index % per_stage == 0:
+                yield
         attended = self._attend(last, hidden, cos, sin, layout)
         hidden = hidden[:, keep]
         if keep.numel():  # none: prompt chunks that all end mid-prompt, nothing samples

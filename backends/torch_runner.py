@@ -9,7 +9,7 @@ the items whose last pending token ran (the ones that sample a token this step).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,29 @@ from inferd.sequence import SequenceState
 class StepOutput:
     logits: torch.Tensor  # (len(sampling), vocab) float32
     sampling: list[SequenceState]  # the sequences that sample this step, in logits order
+
+
+@dataclass(slots=True)
+class _StepInputs:
+    """One pass's packed tokens, cache layout and the sequences that sample from it."""
+
+    ids: list[int]
+    positions: list[int]
+    keep: list[int]  # rows whose logits are wanted: the last token of each that samples
+    layout: StepLayout
+    sampling: list[SequenceState]
+
+    def tensors(
+        self, to_device: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StepLayout]:
+        """(input_ids, position_ids, keep_index, layout) as a forward takes them."""
+        return (
+            to_device(torch.tensor([self.ids])),
+            to_device(torch.tensor([self.positions])),
+            # only the rows that sample go through the output projection (none: skipped)
+            to_device(torch.tensor(self.keep, dtype=torch.long)),
+            self.layout,
+        )
 
 
 class ModelRunner:
@@ -68,11 +91,35 @@ class ModelRunner:
             return StepOutput(logits, first.sampling + second.sampling)
         return self._run(decodes, prefills)
 
+    def run_staged(
+        self, prefills: Sequence[tuple[SequenceState, int]], stages: int
+    ) -> Generator[None, None, StepOutput]:
+        """A pass of prompt chunks in `stages` parts of about as many layers each, which
+        a caller may run between other passes (decode rows: see torch_batcher.py): a
+        generator that pauses between the parts and returns what run() would have. Its
+        results are run()'s, bit for bit; it holds the chunks' slots until it returns,
+        and must not be resumed once their sequence has given its blocks back."""
+        assert self._lean is not None and all(n > 1 for _, n in prefills)
+        decoder = self._compiled_prefill or self._lean
+        step = self._inputs([], prefills)
+        logits = yield from decoder.staged(*step.tensors(self._to_device), stages)
+        return StepOutput(logits[0].float(), step.sampling)
+
     def _run(
         self,
         decodes: Sequence[tuple[SequenceState, int]],
         prefills: Sequence[tuple[SequenceState, int]],
     ) -> StepOutput:
+        step = self._inputs(decodes, prefills)
+        logits = self._forward(*step.tensors(self._to_device))
+        # fp32 logits like generate(), so a greedy pick matches it exactly
+        return StepOutput(logits[0].float(), step.sampling)
+
+    def _inputs(
+        self,
+        decodes: Sequence[tuple[SequenceState, int]],
+        prefills: Sequence[tuple[SequenceState, int]],
+    ) -> _StepInputs:
         ids: list[int] = []
         positions: list[int] = []
         for seq, count in (*decodes, *prefills):
@@ -94,32 +141,30 @@ class ModelRunner:
                 keep.append(start + count - 1)
                 sampling.append(seq)
             start += count
-        logits = self._forward(ids, positions, keep, layout)
-        return StepOutput(logits, sampling)
+        return _StepInputs(ids, positions, keep, layout, sampling)
 
     def _forward(
-        self, ids: list[int], positions: list[int], keep: list[int], layout: StepLayout
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        keep_index: torch.Tensor,
+        layout: StepLayout,
     ) -> torch.Tensor:
-        input_ids = self._to_device(torch.tensor([ids]))
-        position_ids = self._to_device(torch.tensor([positions]))
-        # only the rows that sample go through the output projection (none: it is skipped)
-        keep_index = self._to_device(torch.tensor(keep, dtype=torch.long))
+        """Logits (1, len(keep_index), vocab) of one step, by the fastest forward there is
+        for it."""
         if self._compiled is not None and not layout.prefills:
-            logits = self._compiled(input_ids, position_ids, keep_index, layout)
-        elif self._compiled_prefill is not None:
-            logits = self._compiled_prefill(input_ids, position_ids, keep_index, layout)
-        elif self._lean is not None:
-            logits = self._lean(input_ids, position_ids, keep_index, layout)
-        else:
-            logits = self.model(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                use_cache=False,
-                logits_to_keep=keep_index,
-                **{LAYOUT_KWARG: layout},
-            ).logits
-        # fp32 logits like generate(), so a greedy pick matches it exactly
-        return logits[0].float()
+            return self._compiled(input_ids, position_ids, keep_index, layout)
+        if self._compiled_prefill is not None:
+            return self._compiled_prefill(input_ids, position_ids, keep_index, layout)
+        if self._lean is not None:
+            return self._lean(input_ids, position_ids, keep_index, layout)
+        return self.model(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            use_cache=False,
+            logits_to_keep=keep_index,
+            **{LAYOUT_KWARG: layout},
+        ).logits
 
     def _slots(self, items: Sequence[tuple[SequenceState, int]]) -> torch.Tensor:
         """The cache slot of each token about to run, in packed-row order."""

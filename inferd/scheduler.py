@@ -35,6 +35,7 @@ def prompt_budget(
     floor: int,
     new_prompt: int | None = None,
     paced: int | None = None,
+    stages: int = 1,
 ) -> int:
     """Prompt tokens a step may run besides its `decoding` single-token rows, with
     `prompts` prompts not yet computed (started or waiting). The MLX engine uses it too.
@@ -51,17 +52,26 @@ def prompt_budget(
     the 0.5B model (int8, 2 cores): 32 streams' TTFT p95 went from 5.0 to 2.5 s; what a
     long prompt beside them costs the streams is the pacer's (docs/engine.md).
     A prompt always gets at least `floor` tokens, so it advances however many decode.
+    A long prompt's chunk computed in `stages` parts (backends/torch_batcher.py) may be
+    `stages` times as long: each part adds about that much less to a decode pass.
     """
     if not decoding:
         return max_prefill_tokens
-    if prompts <= 1:
-        if new_prompt is not None and new_prompt <= max_batch_tokens:
-            return max(new_prompt, floor)
-        budget = max_batch_tokens - decoding
-        if paced is not None:
-            budget = min(budget, paced)
-        return max(budget, floor)
-    return max(min(max_batch_tokens * prompts, max_prefill_tokens), floor)
+    if not paces(decoding, prompts, max_batch_tokens, new_prompt):
+        if prompts <= 1:  # a new prompt that runs whole
+            return max(new_prompt or 0, floor)
+        return max(min(max_batch_tokens * prompts, max_prefill_tokens), floor)
+    budget = (max_batch_tokens - decoding) * stages
+    if paced is not None:
+        budget = min(budget, paced)
+    return max(budget, floor)
+
+
+def paces(decoding: int, prompts: int, max_batch_tokens: int, new_prompt: int | None) -> bool:
+    """Whether a step's prompt work is one long prompt's chunk beside decoding rows (the
+    chunk the pacer sizes: prompt_budget)."""
+    short = new_prompt is not None and new_prompt <= max_batch_tokens
+    return bool(decoding) and prompts == 1 and not short
 
 
 @dataclass(slots=True)
@@ -70,6 +80,9 @@ class ScheduledBatch:
 
     items: list[tuple[SequenceState, int]] = field(default_factory=list)
     failed: list[tuple[SequenceState, str]] = field(default_factory=list)
+    # >1: its prompt work is a long prompt's chunk beside decoding rows, sized to be
+    # computed in this many parts (Scheduler's chunk_stages)
+    stages: int = 1
 
     def __bool__(self) -> bool:
         return bool(self.items or self.failed)
@@ -84,13 +97,16 @@ class Scheduler:
         max_batch_tokens: int,
         max_prefill_tokens: int,
         pacer: PrefillPacer | None = None,
+        chunk_stages: int = 1,
     ) -> None:
         """max_batch_tokens bounds a step with decodes in it; max_prefill_tokens one without
         (nobody waits on a step that only prefills, so it may be larger). `pacer`, when
         given, learns from the steps' times (postprocess) how long a long prompt's chunks
-        beside decodes may be."""
+        beside decodes may be. chunk_stages: the parts such a chunk is computed in, apart
+        from the decode rows (1: in one pass)."""
         self.blocks = blocks
         self.pacer = pacer
+        self.chunk_stages = max(chunk_stages, 1)
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max(max_prefill_tokens, max_batch_tokens)
         self.waiting: deque[SequenceState] = deque()
@@ -121,7 +137,9 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    def schedule(self) -> ScheduledBatch:
+    def schedule(self, prompts: bool = True) -> ScheduledBatch:
+        """The next step's work; with `prompts` False its decode rows only (while a prompt
+        chunk is computed apart, in stages: backends/torch_batcher.py)."""
         batch = ScheduledBatch()
         decodes = [seq for seq in self.running if seq.num_pending == 1]
         for seq in decodes:
@@ -129,15 +147,22 @@ class Scheduler:
                 continue
             if self._grow(seq, 1, batch):
                 batch.items.append((seq, 1))
+        if not prompts:
+            return batch
         prefilling = [s for s in self.running if s.num_pending > 1]
+        prompts = len(prefilling) + len(self.waiting)
+        new_prompt = len(self.waiting[0].tokens) if self.waiting and not prefilling else None
+        if paces(len(batch.items), prompts, self.max_batch_tokens, new_prompt):
+            batch.stages = self.chunk_stages
         budget = prompt_budget(
             len(batch.items),
-            len(prefilling) + len(self.waiting),
+            prompts,
             self.max_batch_tokens,
             self.max_prefill_tokens,
             floor=self.blocks.block_size,  # always at least one block's worth
-            new_prompt=len(self.waiting[0].tokens) if self.waiting and not prefilling else None,
+            new_prompt=new_prompt,
             paced=self.pacer.limit() if self.pacer is not None else None,
+            stages=batch.stages,
         )
         for seq in prefilling:
             budget -= self._schedule_prefill(seq, budget, batch)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from inferd.backends import torch_backend, torch_int8, torch_runner
+from inferd.backends import torch_backend, torch_batcher, torch_int8, torch_runner
 from inferd.backends.base import SamplingParams
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
 from inferd.backends.torch_batcher import TorchBatcher
@@ -196,14 +196,24 @@ def test_compiled_steps_give_the_same_tokens_alone_and_together(compiled_stories
 
 def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(compiled_stories):
     """Prompt chunks beside decoding streams (a step with both runs its decode rows in a
-    pass of their own) and sequences preempted and recomputed -- int8's keys and values
-    kept in bfloat16, read back alike by decode rows, chunks and whole prompts."""
+    pass of their own, a long prompt's chunk in stages between them) and sequences
+    preempted and recomputed -- int8's keys and values kept in bfloat16, read back alike
+    by decode rows, chunks and whole prompts."""
     assert batcher(compiled_stories).runner.cache.dtype == torch.bfloat16
     prompts = ids(compiled_stories, *PROMPTS, LONG_PROMPT)
     alone = expected(compiled_stories, prompts, [GREEDY] * 5, 40)
     joins, lengths = (0, 0, 3, 7, 2), [40] * 5
     chunked = batcher(compiled_stories, max_batch_tokens=8)
+    staged: list[int] = []
+    run_staged = chunked.runner.run_staged
+
+    def counted(items, stages):
+        staged.append(stages)
+        return run_staged(items, stages)
+
+    chunked.runner.run_staged = counted
     assert run_together(chunked, prompts, [GREEDY] * 5, joins, lengths) == alone
+    assert staged and set(staged) == {torch_batcher.PREFILL_STAGES}
     # 24 blocks of 4 cannot hold five sequences of ~48 tokens: some are preempted
     tight = batcher(compiled_stories, kv_cache_tokens=96, prefix_cache_tokens=0)
     assert run_together(tight, prompts[:4], [GREEDY] * 4, joins[:4], lengths[:4]) == alone[:4]

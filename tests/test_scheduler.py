@@ -19,8 +19,10 @@ def scheduler(
     budget: int = 8,
     prefill: int = 16,
     pacer: PrefillPacer | None = None,
+    chunk_stages: int = 1,
 ) -> Scheduler:
-    return Scheduler(BlockManager(blocks, size, max_cached_blocks=blocks), budget, prefill, pacer)
+    manager = BlockManager(blocks, size, max_cached_blocks=blocks)
+    return Scheduler(manager, budget, prefill, pacer, chunk_stages)
 
 
 def add(sched: Scheduler, seq_id: int, length: int) -> SequenceState:
@@ -194,3 +196,37 @@ def test_prompt_chunks_run_apart_from_their_decodes_are_timed_as_what_they_add()
     # 4 ms of the 10 allowed: it may double (timed as a step of decodes and chunk, 14 ms,
     # it would have been the same; timed as a step of its own, it would teach nothing)
     assert step(sched) == [(1, 1), (2, 1), (3, 8)]
+
+
+def test_a_long_prompts_chunk_beside_decodes_is_marked_for_stages_and_as_long_as_they_allow():
+    sched = scheduler(budget=8, prefill=16, chunk_stages=3)
+    add(sched, 1, 3)
+    add(sched, 2, 3)
+    alone = sched.schedule()
+    assert alone.stages == 1  # prompts alone: nobody decodes beside them
+    sched.postprocess(alone, {1: 7, 2: 7})
+    add(sched, 3, 40)
+    batch = sched.schedule()
+    # what the two decodes leave of 8, three times over: each part adds a third
+    assert [(seq.seq_id, n) for seq, n in batch.items] == [(1, 1), (2, 1), (3, 18)]
+    assert batch.stages == 3
+
+
+def test_a_short_new_prompt_beside_decodes_runs_whole_and_in_one_pass():
+    sched = scheduler(budget=8, prefill=16, chunk_stages=3)
+    add(sched, 1, 3)
+    step(sched)
+    add(sched, 2, 7)  # within max_batch_tokens: its first token as soon as it can
+    batch = sched.schedule()
+    assert [(seq.seq_id, n) for seq, n in batch.items] == [(1, 1), (2, 7)]
+    assert batch.stages == 1
+
+
+def test_decode_rows_alone_are_scheduled_while_a_chunk_is_in_stages():
+    sched = scheduler(budget=8, prefill=16, chunk_stages=3)
+    add(sched, 1, 3)
+    step(sched)
+    add(sched, 2, 40)
+    batch = sched.schedule(prompts=False)
+    assert [(seq.seq_id, n) for seq, n in batch.items] == [(1, 1)]
+    assert list(sched.waiting) and sched.waiting[0].seq_id == 2  # not started

@@ -14,6 +14,7 @@ import pytest
 
 from inferd.backends.base import BackendError, SamplingParams
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
+from inferd.backends.torch_batcher import TorchBatcher
 from inferd.backends.torch_runner import StepOutput
 from tests.batching import GREEDY, PROMPTS, TOKENS, run_alone, run_together
 
@@ -178,3 +179,110 @@ def test_a_step_run_in_two_passes_answers_its_prompt_chunks_first(stories, promp
         step()
     assert tokens[0][:TOKENS] == alone[0]
     assert tokens[2][:TOKENS] == alone[2]
+
+
+class StagedRunner(TwoPassRunner):
+    """A TwoPassRunner whose lone prompt chunks run in stages, as the compiled runner's
+    do; logs each pass ("pass") and stage ("stage"), and counts chunks dropped."""
+
+    def __init__(self, runner) -> None:
+        super().__init__(runner)
+        self.log: list[str] = []
+        self.dropped = 0
+
+    def run(self, items) -> StepOutput:
+        self.log.append("pass")
+        return super().run(items)
+
+    def run_staged(self, items, stages):
+        parts = self.runner.run_staged(items, stages)
+        try:
+            while True:
+                self.log.append("stage")
+                try:
+                    next(parts)
+                except StopIteration as done:
+                    return done.value
+                yield
+        except GeneratorExit:
+            self.dropped += 1
+            raise
+
+
+def staged_batcher(backend: TorchBackend) -> TorchBatcher:
+    """A batcher whose long prompts beside decoding streams go in 5-token chunks, each
+    computed in 3 stages (stories260K's 5 layers: 2, 2 and 1)."""
+    batcher = backend.batcher(4)
+    batcher.runner = StagedRunner(batcher.runner)
+    batcher.scheduler.chunk_stages = 3
+    batcher.scheduler.pacer = RecordingPacer()
+    return batcher
+
+
+def test_a_long_prompt_beside_streams_goes_in_stages_with_the_output_alone(stories, prompts, alone):
+    long = prompts[2] * 3
+    long_alone = run_alone(stories.batcher(4), long, GREEDY, TOKENS)
+    batcher = staged_batcher(stories)
+    got = run_together(
+        batcher, [prompts[0], prompts[1], long], [GREEDY] * 3, (0, 0, 2), [TOKENS] * 3
+    )
+    assert got == [alone[0], alone[1], long_alone]
+    log = batcher.runner.log
+    assert log.count("stage") >= 6 and log.count("stage") % 3 == 0  # whole chunks, in 3
+    assert "stage,stage" not in ",".join(log)  # the streams' pass between any two stages
+
+
+def test_a_sequence_finished_between_stages_drops_its_chunk(stories, prompts, alone):
+    batcher = staged_batcher(stories)
+    tokens: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    batcher.add(0, prompts[0], GREEDY)
+    batcher.add(1, prompts[1], GREEDY)
+
+    def step() -> None:
+        for result in batcher.step():
+            tokens[result.seq_id].append(result.token)
+
+    step()
+    batcher.add(2, prompts[2] * 3, GREEDY)
+    while batcher.runner.log[-1] != "stage":
+        step()
+    batcher.finish(2)  # its client goes away between two stages of its chunk
+    while len(tokens[0]) < TOKENS or len(tokens[1]) < TOKENS:
+        step()
+    assert batcher.runner.dropped == 1
+    assert tokens[2] == []  # its prompt never finished
+    assert [tokens[0][:TOKENS], tokens[1][:TOKENS]] == alone[:2]
+    batcher.finish(0)
+    batcher.finish(1)
+    blocks = batcher.scheduler.blocks
+    assert blocks.available == blocks.num_blocks
+
+
+def test_a_failing_stage_ends_only_its_own_request(stories, prompts, alone):
+    broken = [*prompts[2] * 3, 10**6]  # its last chunk cannot be embedded
+    errors: dict[int, Exception] = {}
+    batcher = staged_batcher(stories)
+    got = run_together(
+        batcher, [prompts[0], prompts[1], broken], [GREEDY] * 3, (0, 0, 2), [TOKENS] * 3, errors
+    )
+    assert list(errors) == [2]
+    assert got[:2] == alone[:2]
+    assert batcher.runner.log.count("stage") >= 3
+
+
+def test_a_sequence_preempted_between_stages_is_computed_again_with_the_output_alone(
+    stories_path: Path, prompts
+):
+    options = EngineOptions(threads=1, kv_cache_tokens=72, block_size=4, max_batch_tokens=16)
+    backend = TorchBackend(str(stories_path), quantization="fp32", options=options)
+    backend.load()
+    long = prompts[2] * 6
+    lengths = [40, 40, TOKENS]
+    alone = [
+        run_alone(backend.batcher(4), prompt, GREEDY, n)
+        for prompt, n in zip([prompts[0], prompts[1], long], lengths, strict=True)
+    ]
+    batcher = staged_batcher(backend)
+    got = run_together(batcher, [prompts[0], prompts[1], long], [GREEDY] * 3, (0, 0, 2), lengths)
+    assert batcher.runner.dropped >= 1  # the streams' growth took the long prompt's blocks
+    assert got == alone

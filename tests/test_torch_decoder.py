@@ -105,3 +105,36 @@ def test_the_last_layer_runs_its_output_half_on_the_rows_that_sample_only(keep):
         ).logits[:, keep_index]
     assert torch.equal(got, expected)  # int8 rows are computed independently: exactly
     assert rows_seen == ([len(keep)] if keep else [])
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 5])
+def test_a_pass_in_stages_pauses_between_them_and_gives_the_same_logits(stages):
+    model = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config, num_hidden_layers=4), "int8")
+    cache = cache_for(model)
+    decoder = lean_decoder(model, cache)
+    assert decoder is not None
+    ids, positions, layout = probe_step(model, cache)
+    keep = torch.tensor([2, 4])
+    layers_run: list[int] = []
+    hooks = [  # a layer's MLP is its last part
+        layer.mlp.register_forward_hook(lambda _m, _a, _o, i=i: layers_run.append(i))
+        for i, layer in enumerate(model.model.layers)
+    ]
+    pauses: list[list[int]] = []
+    with torch.inference_mode():
+        whole = decoder(ids, positions, keep, layout())
+        layers_run.clear()
+        parts = decoder.staged(ids, positions, keep, layout(), stages)
+        while True:
+            try:
+                next(parts)
+            except StopIteration as done:
+                staged = done.value
+                break
+            pauses.append(list(layers_run))
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(staged, whole)
+    # at most `stages` parts of ceil(4 / stages) layers each
+    per_part = -(-4 // stages)
+    assert pauses == [list(range(done)) for done in range(per_part, 4, per_part)]

@@ -36,9 +36,10 @@ def tiny_model(
     attention: str = ATTENTION_NAME,
     **extra: object,
 ) -> PreTrainedModel:
-    """A seeded 2-layer model of `kind` in eval mode, on inferd's paged attention unless
-    `attention` names another of transformers' implementations ("eager", ...)."""
+    """A seeded model of `kind` (TINY_SHAPE, changed by `extra`) in eval mode, on inferd's
+    paged attention unless `attention` names another of transformers' implementations
+    ("eager", ...)."""
     torch.manual_seed(0)
-    model = kind(config_class(**TINY_SHAPE, **extra)).eval()
+    model = kind(config_class(**{**TINY_SHAPE, **extra})).eval()
     model.set_attn_implementation(attention)
     return model
