@@ -151,10 +151,8 @@ class TorchBatcher:
                 use_threads(self._threads)
             started = time.perf_counter()
             try:
-                next(staged.passes)
-            except StopIteration as done:
-                output = done.value
-                sampled = self._sample(output)
+                output = _next_stage(staged.passes)
+                sampled = self._sample(output) if output is not None else {}
             except Exception as error:
                 log.exception("a prompt chunk of sequence %d failed", seq.seq_id)
                 failed[seq.seq_id] = error
@@ -234,3 +232,12 @@ class TorchBatcher:
             return {}
         picks = self.sampler.sample(output.logits, output.sampling)
         return {seq.seq_id: pick for seq, pick in zip(output.sampling, picks, strict=True)}
+
+
+def _next_stage(passes: Generator[None, None, StepOutput]) -> StepOutput | None:
+    """Run a staged pass's next stage: its output if that was the last, else None."""
+    try:
+        next(passes)
+    except StopIteration as done:
+        return done.value
+    return None
