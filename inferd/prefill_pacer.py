@@ -3,7 +3,8 @@
 A step that runs a prompt chunk next to decode rows takes longer than the decodes alone,
 and by how much depends on the device, the model and how far the prompt has got (its
 attention grows with it): on MLX's CPU backend a 56-token chunk of stories260K costs 3
-to 6 times the 8 decodes beside it, on the torch engine with Qwen2.5-0.5B about one.
+to 6 times the 8 decodes beside it, on the torch engine with Qwen2.5-0.5B (int8, 2
+cores) 2 to 3.5 times (75-130 ms beside a 37 ms decode pass, in one pass).
 So instead of a token count fixed per machine, the pacer watches what steps cost and
 sizes the next chunk so that a step takes at most `slowdown` times a decode-only step:
 Sarathi-Serve's token budget for a latency target, measured as the server runs instead
