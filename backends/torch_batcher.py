@@ -46,6 +46,7 @@ from inferd.backends.base import (
     StepResult,
     check_params,
 )
+from inferd.backends.torch_decoder import next_stage
 from inferd.backends.torch_runner import ModelRunner, StepOutput
 from inferd.backends.torch_sampler import Sampler
 from inferd.backends.torch_threads import use_threads
@@ -151,7 +152,7 @@ class TorchBatcher:
                 use_threads(self._threads)
             started = time.perf_counter()
             try:
-                output = _next_stage(staged.passes)
+                output = next_stage(staged.passes)
                 sampled = self._sample(output) if output is not None else {}
             except Exception as error:
                 log.exception("a prompt chunk of sequence %d failed", seq.seq_id)
@@ -232,12 +233,3 @@ class TorchBatcher:
             return {}
         picks = self.sampler.sample(output.logits, output.sampling)
         return {seq.seq_id: pick for seq, pick in zip(output.sampling, picks, strict=True)}
-
-
-def _next_stage(passes: Generator[None, None, StepOutput]) -> StepOutput | None:
-    """Run a staged pass's next stage: its output if that was the last, else None."""
-    try:
-        next(passes)
-    except StopIteration as done:
-        return done.value
-    return None

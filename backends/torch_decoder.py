@@ -39,13 +39,21 @@ _PROBE_TOKENS = 5
 Result = TypeVar("Result")
 
 
+def next_stage(stages: Generator[None, None, Result]) -> Result | None:
+    """Run a staged computation's next stage: what it returns if that was the last, else
+    None (its results are never None)."""
+    try:
+        next(stages)
+    except StopIteration as done:
+        return done.value
+    return None
+
+
 def run_stages(stages: Generator[None, None, Result]) -> Result:
     """What a staged computation returns, its stages run one after another."""
-    while True:
-        try:
-            next(stages)
-        except StopIteration as done:
-            return done.value
+    while (result := next_stage(stages)) is None:
+        pass
+    return result
 
 
 def layer_inputs(

@@ -51,6 +51,11 @@ class _StepInputs:
             self.layout,
         )
 
+    def output(self, logits: torch.Tensor) -> StepOutput:
+        """The pass's result from its forward's (1, len(keep), vocab) logits, as float32
+        like generate()'s, so a greedy pick matches it exactly."""
+        return StepOutput(logits[0].float(), self.sampling)
+
 
 class ModelRunner:
     def __init__(self, model: PreTrainedModel, cache: KVCache, compile_steps: bool = False) -> None:
@@ -103,7 +108,7 @@ class ModelRunner:
         decoder = self._compiled_prefill or self._lean
         step = self._inputs([], prefills)
         logits = yield from decoder.staged(*step.tensors(self._to_device), stages)
-        return StepOutput(logits[0].float(), step.sampling)
+        return step.output(logits)
 
     def _run(
         self,
@@ -111,9 +116,7 @@ class ModelRunner:
         prefills: Sequence[tuple[SequenceState, int]],
     ) -> StepOutput:
         step = self._inputs(decodes, prefills)
-        logits = self._forward(*step.tensors(self._to_device))
-        # fp32 logits like generate(), so a greedy pick matches it exactly
-        return StepOutput(logits[0].float(), step.sampling)
+        return step.output(self._forward(*step.tensors(self._to_device)))
 
     def _inputs(
         self,
