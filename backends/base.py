@@ -98,7 +98,7 @@ class EngineOptions:
     max_batch_tokens: int = 64  # tokens per step while sequences decode
     max_prefill_tokens: int = 512  # tokens per step when nothing decodes
     # a step with a long prompt's chunk vs the decodes alone; None: the engine's default
-    # (torch: 2.5; MLX: 2)
+    # (2 on both engines)
     prefill_slowdown: float | None = None
     block_size: int = 16  # token positions per KV cache block (torch)
     compile: bool | None = None  # torch: compile the steps; None: CPU models of 100M+

@@ -13,7 +13,9 @@ Decode rows always take this path: prompt chunks run the eager LeanDecoder, and 
 that has both runs its decode rows here in a pass of their own (backends/torch_runner.py),
 so a sequence decodes through the same loops whatever runs beside it. The graph is
 compiled once per model, at load, for any number of rows (one included: the same loops
-alone as in a batch, so greedy output stays the same) and any cache length.
+alone as in a batch, so greedy output stays the same) and any cache length -- and a
+second one for rows whose attention runs in two groups by length
+(torch_attention.decode_split).
 
 Fused loops round differently from eager ones, so a probe at load compares the graph
 with the eager forward, and any failure -- no C++ compiler, an operator inductor cannot
@@ -33,7 +35,7 @@ from typing import TypeVar
 import torch
 from torch._dynamo.decorators import mark_unbacked
 
-from inferd.backends.torch_attention import StepLayout, attend_decode
+from inferd.backends.torch_attention import StepLayout, attend_decode_groups
 from inferd.backends.torch_decoder import LeanDecoder, layer_inputs, layer_output
 from inferd.backends.torch_kv_cache import KVCache, gather_slots, write_slots
 
@@ -67,25 +69,31 @@ def decode_layers(
     cos: torch.Tensor,
     sin: torch.Tensor,
     slots: torch.Tensor,
-    decode_slots: torch.Tensor,
-    mask: torch.Tensor,
+    groups: Sequence[tuple[torch.Tensor, torch.Tensor]],
     keys: Sequence[torch.Tensor],
     values: Sequence[torch.Tensor],
 ) -> torch.Tensor:
     """Decoder layers over (1, rows, hidden) single-token rows, each writing its key and
-    value at `slots` and attending to its `decode_slots` (rows, length) under `mask`
-    (1, rows, 1, length); `keys`/`values` are the layers' cache tensors. What
+    value at `slots` and attending to its positions in `groups` (StepLayout.decode_groups:
+    one or two groups of consecutive rows, each (rows_i, length_i) slots and a
+    (1, rows_i, 1, length_i) mask); `keys`/`values` are the layers' cache tensors. What
     LeanDecoder does for decode rows, in plain tensor operations for torch.compile."""
     rows = hidden.shape[1]
+    if len(groups) == 2:  # the groups' rows make up the step's (unbacked sizes all)
+        head = groups[0][0].shape[0]
+        torch._check(head <= rows)
+        torch._check(groups[1][0].shape[0] == rows - head)
     for layer, layer_keys, layer_values in zip(layers, keys, values, strict=True):
         query, key, value = layer_inputs(decoder, layer, hidden, cos, sin)
         write_slots(layer_keys, slots, key[0])
         write_slots(layer_values, slots, value[0])
-        out = attend_decode(
+        out = attend_decode_groups(
             query[0],
-            gather_slots(layer_keys, decode_slots).to(query.dtype),
-            gather_slots(layer_values, decode_slots).to(query.dtype),
-            mask,
+            groups,
+            lambda group_slots, k=layer_keys, v=layer_values: (
+                gather_slots(k, group_slots),
+                gather_slots(v, group_slots),
+            ),
             layer.self_attn.scaling,
             keys_first=True,  # the form inductor gathers the keys for well
         )
@@ -121,21 +129,26 @@ class CompiledDecode:
     ) -> torch.Tensor:
         """Logits (1, len(keep), vocab) of the kept rows of a step of decode rows only."""
         assert layout.num_decode == input_ids.shape[1] and not layout.prefills
-        slots, decode_slots, mask = layout.slots, layout.decode_slots, layout.decode_mask
-        if mask is None:  # always a mask: one graph, not one with and one without
-            mask = torch.zeros(
-                (1, decode_slots.shape[0], 1, decode_slots.shape[1]),
-                dtype=self.cache.dtype,
-                device=decode_slots.device,
-            )
         hidden, cos, sin = self.decoder.embed(input_ids, position_ids)
         # The rows as an unbacked size: unlike a dynamic one, never specialized to 1, so a
         # row alone runs the very loops it runs in a batch. The cache length is dynamic.
-        for tensor, dim in ((hidden, 1), (cos, 1), (sin, 1), (slots, 0), (decode_slots, 0)):
+        for tensor, dim in ((hidden, 1), (cos, 1), (sin, 1), (layout.slots, 0)):
             mark_unbacked(tensor, dim, shape_id="rows")
-        mark_unbacked(mask, 1, shape_id="rows")
-        torch._dynamo.mark_dynamic(decode_slots, 1)
-        torch._dynamo.mark_dynamic(mask, 3)
+        row_groups = layout.decode_groups()
+        for index, (slots, mask) in enumerate(row_groups):
+            if mask is None:  # always a mask: one graph, not one with and one without
+                mask = torch.zeros(
+                    (1, slots.shape[0], 1, slots.shape[1]),
+                    dtype=self.cache.dtype,
+                    device=slots.device,
+                )
+            # one group: all the rows; two (two graphs): each its own unbacked count
+            rows = "rows" if len(row_groups) == 1 else f"group{index}"
+            mark_unbacked(slots, 0, shape_id=rows)
+            mark_unbacked(mask, 1, shape_id=rows)
+            torch._dynamo.mark_dynamic(slots, 1)
+            torch._dynamo.mark_dynamic(mask, 3)
+            row_groups[index] = (slots, mask)
         for group in self._groups:
             hidden = self._layers(
                 self.decoder,
@@ -143,9 +156,8 @@ class CompiledDecode:
                 hidden,
                 cos,
                 sin,
-                slots,
-                decode_slots,
-                mask,
+                layout.slots,
+                row_groups,
                 [self.cache.keys[i] for i in group],
                 [self.cache.values[i] for i in group],
             )
@@ -193,10 +205,11 @@ def compiled_decode(decoder: LeanDecoder, cache: KVCache) -> CompiledDecode | No
     probe steps match the eager forward's; None, with the reason logged, otherwise."""
     if cache.num_blocks * cache.block_size < cache.block_size + _PROBE_SLOTS:
         return None  # no room for the probe besides the padding block
-    # one row, then three of other lengths: the graph and its reuse
+    # one row, then three of other lengths: the graph and its reuse; then rows in two
+    # groups (decode_split), the second graph
     probes = [
-        lambda lengths=lengths: probe_inputs(decoder, cache, lengths)
-        for lengths in ((5,), (3, 9, 6))
+        lambda lengths=lengths, split=split: probe_inputs(decoder, cache, lengths, split)
+        for lengths, split in (((5,), 0), ((3, 9, 6), 0), ((2, 3, 20), 2))
     ]
     options = DECODE_OPTIONS.get(cache.keys[0].device.type)
     if options:
@@ -248,12 +261,13 @@ def verified(
 
 
 def probe_inputs(
-    decoder: LeanDecoder, cache: KVCache, lengths: Sequence[int]
+    decoder: LeanDecoder, cache: KVCache, lengths: Sequence[int], split: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StepLayout]:
     """A step of decode rows of `lengths` cached positions each (the last one new) over
     random keys and values in the slots after the padding block: (input_ids,
-    position_ids, keep, layout) for LeanDecoder or CompiledDecode. The cache is empty at
-    load, and every slot is written before it is read, so this leaves nothing behind."""
+    position_ids, keep, layout) for LeanDecoder or CompiledDecode; with `split`, the first
+    `split` rows and the rest in two groups (StepLayout.decode_groups). The cache is empty
+    at load, and every slot is written before it is read, so this leaves nothing behind."""
     size = cache.block_size
     device = cache.keys[0].device
     generator = torch.Generator().manual_seed(0)
@@ -274,7 +288,18 @@ def probe_inputs(
     last = torch.tensor(lengths) - 1
     layout = StepLayout(cache, decode_slots[torch.arange(rows), last].to(device))
     layout.num_decode = rows
-    layout.decode_slots = decode_slots.to(device)
-    layout.decode_mask = mask.to(device)
+    if split:
+        head = max(lengths[:split])
+
+        def fresh(tensor: torch.Tensor) -> torch.Tensor:  # strides of its own, as the runner's
+            return tensor.clone(memory_format=torch.contiguous_format).to(device)
+
+        layout.decode_slots = fresh(decode_slots[:split, :head])
+        layout.decode_mask = fresh(mask[:, :split, :, :head])
+        layout.decode_tail_slots = fresh(decode_slots[split:])
+        layout.decode_tail_mask = fresh(mask[:, split:])
+    else:
+        layout.decode_slots = decode_slots.to(device)
+        layout.decode_mask = mask.to(device)
     ids = torch.randint(decoder.embed_tokens.num_embeddings, (1, rows), generator=generator)
     return ids.to(device), last[None].to(device), torch.arange(rows, device=device), layout

@@ -1,8 +1,9 @@
 """One forward pass for a scheduled step: inputs, cache layout, and the logits to sample.
 
 The scheduler hands over (sequence, token count) pairs. The runner packs all of their
-tokens into one row -- single-token items (decodes) first, then prompt chunks -- with a
-position id per token, tells the attention function (backends/torch_attention.py) where
+tokens into one row -- single-token items (decodes) first, by length where their
+attention runs in two groups (torch_attention.decode_split), then prompt chunks -- with
+a position id per token, tells the attention function (backends/torch_attention.py) where
 every token's keys and values go and what each attends to, and returns the logits of
 the items whose last pending token ran (the ones that sample a token this step).
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout
+from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout, decode_split
 from inferd.backends.torch_compiled_decode import compiled_decode
 from inferd.backends.torch_compiled_prefill import compiled_prefill
 from inferd.backends.torch_decoder import lean_decoder
@@ -123,6 +124,9 @@ class ModelRunner:
         decodes: Sequence[tuple[SequenceState, int]],
         prefills: Sequence[tuple[SequenceState, int]],
     ) -> _StepInputs:
+        split = decode_split(sorted(seq.num_computed + 1 for seq, _ in decodes))
+        if split:  # rows by length, so each group's are consecutive
+            decodes = sorted(decodes, key=lambda item: item[0].num_computed)
         ids: list[int] = []
         positions: list[int] = []
         for seq, count in (*decodes, *prefills):
@@ -130,7 +134,7 @@ class ModelRunner:
             positions.extend(range(seq.num_computed, seq.num_computed + count))
         layout = StepLayout(self.cache, self._to_device(self._slots([*decodes, *prefills])))
         if decodes:
-            self._lay_out_decodes(layout, [seq for seq, _ in decodes])
+            self._lay_out_decodes(layout, [seq for seq, _ in decodes], split)
         keep: list[int] = []
         sampling: list[SequenceState] = []
         for row, (seq, _) in enumerate(decodes):
@@ -184,8 +188,20 @@ class ModelRunner:
         slots = (table[:, None] * size + self._block_offsets).view(-1)
         return slots[start - first * size : end - first * size]
 
-    def _lay_out_decodes(self, layout: StepLayout, seqs: list[SequenceState]) -> None:
-        """One padded gather for all decode rows, each attending to its own positions."""
+    def _lay_out_decodes(self, layout: StepLayout, seqs: list[SequenceState], split: int) -> None:
+        """The decode rows' padded gathers, each row attending to its own positions: one
+        for all rows, or (split: decode_split's count) one for the first `split` rows and
+        one for the rest."""
+        layout.num_decode = len(seqs)
+        if not split:
+            layout.decode_slots, layout.decode_mask = self._padded_rows(seqs)
+            return
+        layout.decode_slots, layout.decode_mask = self._padded_rows(seqs[:split])
+        layout.decode_tail_slots, layout.decode_tail_mask = self._padded_rows(seqs[split:])
+
+    def _padded_rows(self, seqs: list[SequenceState]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(slots, mask) of one padded gather: (rows, longest) slots, the padding in block
+        0, and a (1, rows, 1, longest) 0 / -inf mask where the rows' lengths differ."""
         lengths = [seq.num_computed + 1 for seq in seqs]
         longest = max(lengths)
         size = self.cache.block_size
@@ -196,16 +212,16 @@ class ModelRunner:
             table[row, : len(blocks)] = torch.tensor(blocks)
         slots = (table[:, :, None] * size + self._block_offsets).view(len(seqs), -1)
         slots = slots[:, :longest]
+        mask = None
         if min(lengths) != longest:
             valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
             slots = torch.where(valid, slots, NULL_BLOCK * size)
             mask = torch.zeros(valid.shape, dtype=self.cache.dtype)
             mask = mask.masked_fill(~valid, float("-inf"))
-            layout.decode_mask = self._to_device(mask[None, :, None, :])
-        layout.num_decode = len(seqs)
+            mask = self._to_device(mask[None, :, None, :])
         # fresh strides: a one-row slice counts as contiguous with its parent's row
         # stride, and a compiled graph guards on strides (one graph for any rows)
-        layout.decode_slots = self._to_device(slots.clone(memory_format=torch.contiguous_format))
+        return self._to_device(slots.clone(memory_format=torch.contiguous_format)), mask
 
     def _prefill_chunk(self, seq: SequenceState, start: int, count: int) -> PrefillChunk:
         offset = seq.num_computed

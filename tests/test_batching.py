@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from inferd.backends import torch_backend, torch_batcher, torch_int8, torch_runner
+from inferd.backends import torch_attention, torch_backend, torch_batcher, torch_int8, torch_runner
 from inferd.backends.base import SamplingParams
+from inferd.backends.torch_attention import decode_split
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
 from inferd.backends.torch_batcher import TorchBatcher
 from inferd.backends.torch_int8 import onednn_int8_is_exact
@@ -217,6 +218,31 @@ def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(comp
     # 24 blocks of 4 cannot hold five sequences of ~48 tokens: some are preempted
     tight = batcher(compiled_stories, kv_cache_tokens=96, prefix_cache_tokens=0)
     assert run_together(tight, prompts[:4], [GREEDY] * 4, joins[:4], lengths[:4]) == alone[:4]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_rows_split_by_length_give_the_output_alone(
+    stories, compiled_stories, monkeypatch, compiled
+):
+    """Decode rows in two groups, each padded to its own longest (torch_attention.
+    decode_split), eagerly and compiled: every split the joins and leaves bring (any
+    padding saved counts here) keeps each sequence's tokens."""
+    backend = compiled_stories if compiled else stories
+    prompts = ids(backend, *PROMPTS, LONG_PROMPT)
+    alone = expected(backend, prompts, [GREEDY] * 5, 32)
+    monkeypatch.setattr(torch_attention, "SPLIT_MIN_POSITIONS", 1)
+    splits: list[int] = []
+
+    def counted(lengths):
+        splits.append(split := decode_split(lengths))
+        return split
+
+    monkeypatch.setattr(torch_runner, "decode_split", counted)
+    graphs = counters["stats"]["unique_graphs"]
+    engine = batcher(backend)
+    assert run_together(engine, prompts, [GREEDY] * 5, (0, 2, 3, 7, 0), [32] * 5) == alone
+    assert len(set(splits) - {0}) >= 2  # several different splits ran
+    assert counters["stats"]["unique_graphs"] == graphs  # compiled: the graphs of the load
 
 
 def test_small_models_are_not_compiled_by_default(stories):

@@ -168,3 +168,53 @@ def test_keys_first_decode_attention_is_attend_decode_up_to_rounding():
     torch.testing.assert_close(attend_keys_first(query, keys, padded, mask, 0.125), first)
     unmasked = attend_keys_first(query[:, :1], keys[:, :1], values[:, :1], None, 0.125)
     torch.testing.assert_close(unmasked, first[:1])  # row 0 has no padding
+
+
+@pytest.mark.parametrize(
+    ("lengths", "head"),
+    [
+        ([], 0),
+        ([2000], 0),
+        ([64, 80], 0),  # saves 16 padded positions: one group
+        ([100] * 8, 0),
+        ([100] * 8 + [2000], 8),  # saves 8 x 1,900
+        ([10, 10, 1500, 1600], 2),  # the split that pads least
+        ([10, 1500, 1550, 1600], 1),
+    ],
+)
+def test_decode_rows_split_in_two_groups_where_it_saves_padding(lengths, head):
+    assert torch_attention.decode_split(lengths) == head
+
+
+def test_decode_rows_in_two_groups_attend_exactly_as_in_one():
+    """Each group padded to its own longest: the rows' results those of one group padded
+    to the longest of all, up to the float rounding any padding changes (a row's own
+    padding, not the group it is in: the rows padded as before give the same bits)."""
+    torch.manual_seed(0)
+    heads, kv_heads, head_dim, lengths = 14, 2, 64, [3, 5, 40, 33]
+    cache = torch.randn(kv_heads, sum(lengths), head_dim)
+    query = torch.randn(heads, len(lengths), head_dim)
+
+    def group(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(lengths[r] for r in rows)
+        slot_rows = torch.zeros(len(rows), longest, dtype=torch.long)
+        mask = torch.full((1, len(rows), 1, longest), float("-inf"))
+        for i, r in enumerate(rows):
+            slot_rows[i, : lengths[r]] = torch.arange(lengths[r]) + sum(lengths[:r])
+            mask[0, i, 0, : lengths[r]] = 0
+        return slot_rows, mask
+
+    def gather(slot_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gathered = cache[:, slot_rows.reshape(-1)].view(kv_heads, *slot_rows.shape, head_dim)
+        return gathered, gathered * 2
+
+    for keys_first in (False, True):
+        one = torch_attention.attend_decode_groups(
+            query, [group([0, 1, 2, 3])], gather, 0.125, keys_first
+        )
+        two = torch_attention.attend_decode_groups(
+            query, [group([0, 1]), group([2, 3])], gather, 0.125, keys_first
+        )
+        assert two.shape == (len(lengths), heads, head_dim)
+        torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-6)
+        assert torch.equal(two[2:], one[2:])

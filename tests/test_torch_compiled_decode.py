@@ -57,8 +57,8 @@ def test_the_function_it_compiles_computes_the_lean_forward(
     decoder, cache = LeanDecoder(model), cache_for(model)
     plain = CompiledDecode(decoder, cache, compiler=identity)
     with torch.inference_mode():
-        for lengths in ((5,), (3, 9, 6)):
-            inputs = probe_inputs(decoder, cache, lengths)
+        for lengths, split in (((5,), 0), ((3, 9, 6), 0), ((3, 6, 9), 2)):
+            inputs = probe_inputs(decoder, cache, lengths, split)
             expected, got = decoder(*inputs), plain(*inputs)
             assert ((got - expected).norm() / expected.norm()).item() < 1e-4
 
@@ -84,6 +84,26 @@ def test_one_graph_serves_any_number_of_rows_and_a_row_alone_as_in_a_batch(compi
         compiled(*probe_inputs(decoder, cache, (2, 2)))
     assert counters["stats"]["unique_graphs"] == graphs  # compiled at load, for all of these
     assert torch.equal(batch[0, 0], alone[0, 0])
+
+
+def test_rows_in_two_length_groups_run_the_second_graph_compiled_at_load(compiled_qwen):
+    """Decode rows split by length (torch_attention.decode_split) take a graph of their
+    own, compiled and probed at load: the logits of the same rows in one group, up to
+    the rounding of their padding, for any split."""
+    decoder, cache, compiled = compiled_qwen
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        lengths = (2, 3, 9, 12)
+        one = compiled(*probe_inputs(decoder, cache, lengths))
+        for split in (1, 2, 3):
+            inputs = probe_inputs(decoder, cache, lengths, split)
+            assert inputs[3].decode_tail_slots is not None
+            two = compiled(*inputs)
+            assert ((two - one).norm() / one.norm()).item() < 1e-3
+            assert torch.equal(two.argmax(-1), one.argmax(-1))
+            eager = decoder(*inputs)
+            assert ((two - eager).norm() / eager.norm()).item() < 0.05
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_compiler_that_fails_leaves_eager_decoding(monkeypatch, caplog):
