@@ -8,6 +8,7 @@ from torch._dynamo.utils import counters
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends import torch_compiled_decode
+from inferd.backends.torch_attention import StepLayout
 from inferd.backends.torch_compiled_decode import CompiledDecode, compiled_decode, probe_inputs
 from inferd.backends.torch_decoder import LeanDecoder
 from inferd.backends.torch_kv_cache import KVCache
@@ -104,6 +105,45 @@ def test_rows_in_two_length_groups_run_the_second_graph_compiled_at_load(compile
             eager = decoder(*inputs)
             assert ((two - eager).norm() / eager.norm()).item() < 0.05
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def alone_as_in(batch_inputs, row: int):
+    """Row `row` of a probe step's inputs as a step of its own: the same token, position
+    and cached keys and values (its slots in the batch's layout), nothing beside it."""
+    ids, positions, _, layout = batch_inputs
+    start = 0
+    for slots, mask in layout.decode_groups():
+        if row < start + slots.shape[0]:
+            own = slots[row - start][mask[0, row - start, 0] == 0]
+            break
+        start += slots.shape[0]
+    alone = StepLayout(layout.cache, own[-1:].clone())
+    alone.num_decode = 1
+    alone.decode_slots = own[None].clone()
+    alone.decode_mask = torch.zeros((1, 1, 1, own.shape[0]), dtype=layout.cache.dtype)
+    one = slice(row, row + 1)
+    return ids[:, one].clone(), positions[:, one].clone(), torch.arange(1), alone
+
+
+def test_a_row_gets_the_same_logits_alone_and_in_any_group_on_two_threads():
+    """What production runs (2 threads on the CI machine and the benchmark's): every row of
+    a step, in one group or in either of two, gets the very logits it gets alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config), "int8")
+        decoder, cache = LeanDecoder(model), cache_for(model)
+        compiled = compiled_decode(decoder, cache)
+        assert compiled is not None
+        with torch.inference_mode():
+            for lengths, split in (((6, 3, 11, 2), 0), ((2, 3, 9, 12), 2), ((2, 3, 9, 12), 1)):
+                inputs = probe_inputs(decoder, cache, lengths, split)
+                batch = compiled(*inputs)
+                for row in range(len(lengths)):
+                    alone = compiled(*alone_as_in(inputs, row))
+                    assert torch.equal(batch[0, row], alone[0, 0]), (lengths, split, row)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_compiler_that_fails_leaves_eager_decoding(monkeypatch, caplog):
