@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
+from inferd.backends import torch_sampler
 from inferd.backends.base import BackendError, SamplingParams, check_params
 from inferd.backends.torch_sampler import Sampler, argmax_rows
 from inferd.sequence import SequenceState
@@ -63,6 +64,7 @@ def test_a_seeded_row_draws_the_same_alone_or_beside_any_other_row():
     alone = draw([seq(params)], scores, 20)[0]
     neighbours = [
         SamplingParams(temperature=0.7, top_k=0, top_p=1.0, seed=1),  # the whole vocabulary
+        SamplingParams(temperature=0.9, top_k=0, top_p=0.8, seed=3),  # top-p alone
         SamplingParams(temperature=0.0),
         SamplingParams(temperature=1.3, top_k=40, top_p=0.5),  # unseeded
     ]
@@ -81,6 +83,44 @@ def test_samples_stay_within_top_k_and_follow_the_distribution():
     assert set(tokens) == {0, 1, 2}
     expected = torch.softmax(torch.tensor([2.0, 1.0, 0.0]), 0).tolist()
     assert all(abs(c - e) < 0.03 for c, e in zip(counts, expected, strict=True))
+
+
+def frequencies(tokens: list[int], count: int) -> list[float]:
+    return [tokens.count(t) / len(tokens) for t in range(count)]
+
+
+def test_whole_vocabulary_rows_follow_the_distribution():
+    """Neither top-k nor top-p (the OpenAI routes' defaults): a draw over all of it,
+    without ordering it."""
+    scores = torch.full((1, VOCAB), -9.0)
+    scores[0, [7, 3, 40]] = torch.tensor([2.0, 1.0, 0.0])
+    row = seq(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=3))
+    tokens = draw([row], scores, 3000)[0]
+    expected = torch.softmax(scores[0], 0)
+    for token in (7, 3, 40):
+        assert abs(tokens.count(token) / len(tokens) - expected[token].item()) < 0.03
+
+
+@pytest.mark.parametrize("search", [3, 1024])
+def test_top_p_without_top_k_keeps_the_head_holding_top_p_of_all_the_mass(monkeypatch, search):
+    """The nucleus is measured against the whole vocabulary's mass, whether it is found
+    among the first NUCLEUS_SEARCH candidates (3 here) or by sorting everything. Renormalized
+    over a head of 3, token 2 would fall outside top_p 0.7 (0.65 / 0.8 before it)."""
+    monkeypatch.setattr(torch_sampler, "NUCLEUS_SEARCH", search)
+    probs = torch.full((VOCAB,), 0.2 / (VOCAB - 3))
+    probs[:3] = torch.tensor([0.4, 0.25, 0.15])
+    row = seq(SamplingParams(temperature=1.0, top_k=0, top_p=0.7, seed=4))
+    tokens = draw([row], probs.log()[None], 3000)[0]
+    assert set(tokens) == {0, 1, 2}
+    expected = [0.4 / 0.8, 0.25 / 0.8, 0.15 / 0.8]
+    assert all(abs(f - e) < 0.03 for f, e in zip(frequencies(tokens, 3), expected, strict=True))
+
+
+def test_a_flat_distribution_s_nucleus_reaches_past_the_search(monkeypatch):
+    monkeypatch.setattr(torch_sampler, "NUCLEUS_SEARCH", 3)
+    row = seq(SamplingParams(temperature=1.0, top_k=0, top_p=0.99, seed=5))
+    tokens = draw([row], torch.zeros(1, VOCAB), 500)[0]
+    assert len(set(tokens)) > 30  # nearly all of the 50 equally likely tokens
 
 
 def test_the_repeat_penalty_matches_transformers():
