@@ -148,7 +148,8 @@ async def test_stopping_failing_and_refused_requests(browser, tmp_path):
         [sid] = sessions.ids()
         await wait_for(lambda: len(sessions.get(sid).messages) == 2, timeout=5)
         kept = sessions.get(sid).messages[-1]["content"]
-        assert kept.startswith(REPLY[:3])
+        # what was generated before the stop (the counter showed a token or more)
+        assert kept and (REPLY * 100).startswith(kept)
         # Rendered markdown drops trailing whitespace (a stop can land right after a space).
         await page.wait_for_function(f"() => ({LAST_ANSWER})() === {js(kept.rstrip())}")
         backend.endless = False
