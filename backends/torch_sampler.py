@@ -8,7 +8,7 @@ the row's candidates or the other rows, so a seeded request gives the same token
 or in any batch. Candidates are ordered only where top-k or top-p needs it, and top-p
 alone looks for its nucleus among the first NUCLEUS_SEARCH before sorting the whole
 vocabulary: on Qwen's 151,936 tokens, a row with the OpenAI routes' defaults (neither)
-took 12.6 ms a step before and 0.24 ms now, /completions' top-p 0.95 12.7 -> 0.72 ms on
+took 12.6 ms a step before and 0.24-0.3 ms now, /completions' top-p 0.95 12.7 -> 0.72 ms on
 a peaked distribution (`benchmarks/bench_sampler.py`, 2 cores). The tokens and a per-row
 "finite" flag cross to the host together: one sync per step (top-p alone adds one to
 check its nucleus).
@@ -29,6 +29,8 @@ from inferd.sequence import SequenceState
 _ARGMAX_CHUNK = 128
 # Candidates a top-p row without top-k looks for its nucleus among before sorting all.
 NUCLEUS_SEARCH = 1024
+# Tokens to a block of the whole-vocabulary draw's first level (_draw_whole).
+CDF_BLOCK = 128
 
 
 def argmax_rows(values: torch.Tensor) -> torch.Tensor:
@@ -159,13 +161,30 @@ class Sampler:
     def _draw_top_p(self, scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
         """Rows with top-p alone: the head of the whole vocabulary holding top_p of its
         mass. A sort of Qwen's 151,936 logits takes ~11 ms a row, its top 1,024 0.5 ms:
-        the nucleus is looked for there first (a trained model's usually lies within)."""
+        the nucleus is looked for there first (a trained model's usually lies within),
+        and only the rows whose nucleus is not there (a flat distribution) sort -- each
+        row's candidates its own, whatever the other rows'."""
         probs = torch.softmax(scaled, dim=-1)
-        top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
         values, ids = torch.topk(probs, min(NUCLEUS_SEARCH, probs.shape[-1]), dim=-1)
-        if values.shape[-1] < probs.shape[-1] and bool((values.sum(dim=-1) < top_p).any()):
-            values, ids = torch.sort(probs, dim=-1, descending=True)  # a flat distribution
-        return ids.gather(1, _pick(self._nucleus(values, seqs), seqs)[:, None])[:, 0]
+        short: list[int] = []
+        if values.shape[-1] < probs.shape[-1]:
+            top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
+            short = [i for i, flat in enumerate((values.sum(dim=-1) < top_p).tolist()) if flat]
+        if not short:
+            return ids.gather(1, _pick(self._nucleus(values, seqs), seqs)[:, None])[:, 0]
+        tokens = torch.empty(len(seqs), dtype=torch.long, device=self.device)
+        head = [i for i in range(len(seqs)) if i not in set(short)]
+        for rows, sort in ((head, False), (short, True)):
+            if not rows:
+                continue
+            row_seqs = [seqs[i] for i in rows]
+            if sort:
+                row_values, row_ids = torch.sort(probs[rows], dim=-1, descending=True)
+            else:
+                row_values, row_ids = values[rows], ids[rows]
+            picks = _pick(self._nucleus(row_values, row_seqs), row_seqs)
+            tokens[rows] = row_ids.gather(1, picks[:, None])[:, 0]
+        return tokens
 
     def _nucleus(self, probs: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
         """Probabilities in descending order with all but the smallest head whose mass
@@ -176,24 +195,58 @@ class Sampler:
 
 
 def _draw_whole(scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
-    """Rows with neither top-k nor top-p: a draw over the whole vocabulary as it stands."""
-    return _pick(torch.softmax(scaled, dim=-1), seqs)
+    """Rows with neither top-k nor top-p: a draw over the whole vocabulary as it stands,
+    in two levels -- a block of CDF_BLOCK tokens by the blocks' masses, then a token in
+    it -- instead of one float64 cumulative sum over all of it: 8 rows of 151,936 took
+    7.6 ms a step that way, 0.73 ms this (`benchmarks/bench_sampler.py`, 2 cores)."""
+    probs = torch.softmax(scaled, dim=-1)
+    rows, width = probs.shape
+    blocks = -(-width // CDF_BLOCK)
+    if blocks * CDF_BLOCK != width:  # Qwen's 151,936 is 1,187 blocks: no copy there
+        probs = torch.nn.functional.pad(probs, (0, blocks * CDF_BLOCK - width))
+    by_block = probs.view(rows, blocks, CDF_BLOCK)
+    # a block's mass in float32 (128 terms), their running sum in float64
+    block, rest = _locate(by_block.sum(dim=-1).double(), _uniforms(seqs))
+    within = by_block[torch.arange(rows, device=probs.device), block]
+    token, _ = _locate(within.double(), rest, scaled_target=True)
+    return (block * CDF_BLOCK + token).clamp_(max=width - 1)
 
 
 def _pick(probs: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
     """A column per row of (rows, n) probabilities (unnormalized, zeros never picked), by
     the inverse of its cumulative sum at one uniform number from the row's own generator:
     one number a step, whatever its candidates or the other rows."""
-    cdf = probs.double().cumsum(dim=-1)
-    total = cdf[:, -1:].contiguous()
-    uniform = torch.stack(
+    column, _ = _locate(probs.double(), _uniforms(seqs))
+    return column
+
+
+def _uniforms(seqs: Sequence[SequenceState]) -> torch.Tensor:
+    """One uniform number in [0, 1) from each row's own generator (float64)."""
+    return torch.stack(
         [
-            torch.rand((), generator=s.sampler_state, dtype=torch.float64, device=probs.device)
+            torch.rand(
+                (), generator=s.sampler_state, dtype=torch.float64, device=s.sampler_state.device
+            )
             for s in seqs
         ]
     )
-    picked = torch.searchsorted(cdf, uniform[:, None] * total, right=True)
-    # u * total may round up to total: the last candidate with any probability, then
-    # (and a row of NaNs, failed by the caller, anything in range)
-    picked = torch.minimum(picked, torch.searchsorted(cdf, total))
-    return picked[:, 0].clamp_(max=probs.shape[-1] - 1)
+
+
+def _locate(
+    weights: torch.Tensor, target: torch.Tensor, scaled_target: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of (rows, n) float64 weights, the column whose share of the cumulative
+    sum holds `target` (a fraction of the row's total; with scaled_target, an amount of
+    it), and how far into that column's weight the target lies. Zero weights are never
+    picked: a target at or past the total (rounding; a row of NaNs, failed by the caller)
+    takes the last column with any weight."""
+    cdf = weights.cumsum(dim=-1)
+    total = cdf[:, -1:].contiguous()
+    amount = target.to(cdf.device)[:, None]
+    if not scaled_target:
+        amount = amount * total
+    column = torch.searchsorted(cdf, amount, right=True)
+    column = torch.minimum(column, torch.searchsorted(cdf, total))
+    column = column.clamp_(max=weights.shape[-1] - 1)
+    before = torch.where(column > 0, cdf.gather(1, (column - 1).clamp_(min=0)), 0.0)
+    return column[:, 0], (amount - before)[:, 0]

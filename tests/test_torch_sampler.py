@@ -101,6 +101,22 @@ def test_whole_vocabulary_rows_follow_the_distribution():
         assert abs(tokens.count(token) / len(tokens) - expected[token].item()) < 0.03
 
 
+def test_a_whole_vocabulary_draw_over_several_blocks_follows_the_distribution():
+    """Beyond one CDF_BLOCK the draw goes by block, then within it: the blocks' last,
+    partial one included, and never a token without probability."""
+    vocab = 1500  # blocks of 512: two whole and a partial one
+    scores = torch.full((1, vocab), -1e4)  # exp() of it is exactly 0
+    scores[0, [5, 700, 1499]] = torch.tensor([0.0, 1.0, 0.5])
+    row = seq(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=6))
+    picks = [Sampler(CPU, vocab).sample(scores, [row])[0] for _ in range(3000)]
+    assert all(finite for _, finite in picks)
+    tokens = [token for token, _ in picks]
+    assert set(tokens) == {5, 700, 1499}
+    expected = torch.softmax(torch.tensor([0.0, 1.0, 0.5]), 0).tolist()
+    for token, share in zip((5, 700, 1499), expected, strict=True):
+        assert abs(tokens.count(token) / len(tokens) - share) < 0.03
+
+
 @pytest.mark.parametrize("search", [3, 1024])
 def test_top_p_without_top_k_keeps_the_head_holding_top_p_of_all_the_mass(monkeypatch, search):
     """The nucleus is measured against the whole vocabulary's mass, whether it is found
