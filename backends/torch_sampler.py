@@ -156,7 +156,7 @@ class Sampler:
         columns = torch.arange(values.shape[-1], device=self.device)
         beyond_k = columns[None, :] >= torch.tensor(counts, device=self.device)[:, None]
         probs = torch.softmax(values.masked_fill(beyond_k, float("-inf")), dim=-1)
-        return ids.gather(1, _pick(self._nucleus(probs, seqs), seqs)[:, None])[:, 0]
+        return self._from_ranked(probs, ids, seqs)
 
     def _draw_top_p(self, scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
         """Rows with top-p alone: the head of the whole vocabulary holding top_p of its
@@ -171,20 +171,21 @@ class Sampler:
             top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
             short = [i for i, flat in enumerate((values.sum(dim=-1) < top_p).tolist()) if flat]
         if not short:
-            return ids.gather(1, _pick(self._nucleus(values, seqs), seqs)[:, None])[:, 0]
+            return self._from_ranked(values, ids, seqs)
         tokens = torch.empty(len(seqs), dtype=torch.long, device=self.device)
         head = [i for i in range(len(seqs)) if i not in set(short)]
-        for rows, sort in ((head, False), (short, True)):
-            if not rows:
-                continue
-            row_seqs = [seqs[i] for i in rows]
-            if sort:
-                row_values, row_ids = torch.sort(probs[rows], dim=-1, descending=True)
-            else:
-                row_values, row_ids = values[rows], ids[rows]
-            picks = _pick(self._nucleus(row_values, row_seqs), row_seqs)
-            tokens[rows] = row_ids.gather(1, picks[:, None])[:, 0]
+        if head:
+            tokens[head] = self._from_ranked(values[head], ids[head], [seqs[i] for i in head])
+        flat_values, flat_ids = torch.sort(probs[short], dim=-1, descending=True)
+        tokens[short] = self._from_ranked(flat_values, flat_ids, [seqs[i] for i in short])
         return tokens
+
+    def _from_ranked(
+        self, probs: torch.Tensor, ids: torch.Tensor, seqs: Sequence[SequenceState]
+    ) -> torch.Tensor:
+        """Token ids drawn from candidates in descending order -- (rows, n) probabilities
+        and the token ids they belong to -- within each row's top_p."""
+        return ids.gather(1, _pick(self._nucleus(probs, seqs), seqs)[:, None])[:, 0]
 
     def _nucleus(self, probs: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
         """Probabilities in descending order with all but the smallest head whose mass
