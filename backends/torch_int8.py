@@ -65,22 +65,27 @@ class Int8Linear(nn.Module):
         # so the fewest ops and in-place ones where the tensor is new anyway.
         rows = x.reshape(-1, self.in_features)
         scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127)
-        quantized = (rows / scale).round_()
-        if self.uses_onednn:
-            compiled = torch.compiler.is_compiling() and not self.onednn_in_graphs
-            matmul = onednn_int8_matmul if compiled else _onednn_matmul
-            out = matmul(
-                quantized.add_(_ZERO_POINT).to(torch.uint8),
-                self.weight_packed,
-                self.weight_scale,
-                self.weight_zero,
-            )
-        else:
-            out = torch._int_mm(quantized.to(torch.int8), self.weight_t).mul(self.weight_scale)
+        out = self.product(self.kernel_input((rows / scale).round_()))
         out.mul_(scale)
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*x.shape[:-1], self.out_features)
+
+    def kernel_input(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Rounded activations (rows, in_features), whole numbers in [-127, 127], as this
+        layer's kernel takes them; oneDNN's shifted in place (the tensor is new anyway)."""
+        if self.uses_onednn:
+            return quantized.add_(_ZERO_POINT).to(torch.uint8)
+        return quantized.to(torch.int8)
+
+    def product(self, activations: torch.Tensor) -> torch.Tensor:
+        """kernel_input's activations times the int8 weights, each output scaled by its
+        weight scale (not yet by the activations' own): (rows, out_features) float32."""
+        if self.uses_onednn:
+            compiled = torch.compiler.is_compiling() and not self.onednn_in_graphs
+            matmul = onednn_int8_matmul if compiled else _onednn_matmul
+            return matmul(activations, self.weight_packed, self.weight_scale, self.weight_zero)
+        return torch._int_mm(activations, self.weight_t).mul(self.weight_scale)
 
 
 def _onednn_matmul(

@@ -16,7 +16,7 @@ from inferd.config import parse_config, tomllib
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from engine_bench import baselines, machine, report, targets  # noqa: E402
+from engine_bench import baselines, kernel_floor, machine, report, targets  # noqa: E402
 from engine_bench.servers import inferd_config  # noqa: E402
 from engine_bench.sse_timing import StreamRecord, TokenTimer  # noqa: E402
 from engine_bench.stats import (  # noqa: E402
@@ -162,6 +162,22 @@ def test_bandwidth_bound_is_bytes_per_token_over_bandwidth() -> None:
     assert bounds["int4"] == pytest.approx(20e9 / (500e6 * 4.5 / 8))
 
 
+def test_read_rate_alone_is_measured_as_the_bandwidth_read() -> None:
+    assert baselines.measure_read("cpu", megabytes=8, repeats=2) > 0
+
+
+@needs_stories
+def test_the_int8_matmul_floor_calls_every_int8_linear_of_the_engine_model() -> None:
+    layers = kernel_floor.int8_layers(STORIES)
+    # stories260K: 5 layers of q/k/v (stacked), o, gate/up (stacked), down; the output
+    # projection
+    assert len(layers) == 5 * 4 + 1
+    assert {(layer.in_features, layer.out_features) for layer in layers} == {
+        (64, 64 + 2 * 32), (64, 64), (64, 2 * 172), (172, 64), (64, 512)
+    }  # fmt: skip
+    assert 0 < kernel_floor.matmul_pass_seconds(layers, repeats=3) < 1
+
+
 def test_llama_cpp_comparison_says_why_it_was_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,6 +290,25 @@ def test_targets_are_judged_from_ratios_of_one_run() -> None:
     assert not any("int3" in target for target in verdicts)  # refused: nothing to judge
 
 
+def test_one_stream_is_judged_by_the_bound_at_the_read_rate_around_it() -> None:
+    measured = results()
+    int8 = measured["servers"][0]
+    int8["one_stream"] = {
+        "read_before": 28.0,
+        "read_after": 30.0,
+        "bound": 50.0,  # the memory read faster than at the run's start (bound 40)
+        "int8_matmuls_tok_s": 40.0,
+    }
+    verdicts = {v.target: v for v in targets.evaluate(measured)}
+    bound = verdicts["1 stream int8 >= 80% of the int8 bandwidth bound"]
+    assert bound.met is False and bound.measured.startswith("70%")  # 35 of 50 tok/s
+    text = report.markdown(measured)
+    assert "int8, 1 stream: between reads of 28.0 and 30.0 GB/s" in text
+    assert "the bound at their mean, 50.0 tok/s" in text
+    assert "matmuls alone (one row, every weight once, just before it): 40.0 tok/s, 80%" in text
+    assert "the stream reached 88% of their rate" in text
+
+
 def test_targets_not_measured_when_the_run_lacks_the_level() -> None:
     partial = results()
     partial["servers"][0]["load"] = [load_row(1, 35.0, 0.1)]
@@ -333,6 +368,9 @@ def test_quick_run_measures_every_phase_and_reports_an_unknown_precision(tmp_pat
     assert fp32["interference"]["steady"]["n"] > 0 and fp32["interference"]["during"]["n"] > 0
     assert fp32["prefix"]["checks"] == [] and fp32["prefix"]["uncached_ttft"] > 0
     assert fp32["resident_mib"] > 50  # read from the server's /proc entry on Linux
+    around = fp32["one_stream"]  # read before and after the one-stream level
+    assert around["read_before"] > 0 and around["read_after"] > 0 and around["bound"] > 0
+    assert around["int8_matmuls_tok_s"] is None  # timed for int8 only
     assert int3["status"].startswith("refused at start-up") and "int3" in int3["status"]
     assert "| fp32 | 2 |" in printed and "- int3: refused at start-up" in printed
 

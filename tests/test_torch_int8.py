@@ -41,6 +41,21 @@ def test_the_onednn_kernel_gives_int_mm_results_bit_for_bit(rows, monkeypatch):
     assert torch.equal(packed(x), small(x))
 
 
+@pytest.mark.parametrize("onednn", [False, True])
+def test_the_kernel_alone_is_the_integer_product_times_the_weight_scales(onednn, monkeypatch):
+    if onednn and not onednn_int8_is_exact():
+        pytest.skip("oneDNN's int8 matmul is not exact here")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 320, bias=False)
+    layer = int8_linear(linear, onednn=onednn, monkeypatch=monkeypatch)
+    assert layer.uses_onednn is onednn
+    quantized = torch.randint(-127, 128, (3, 256)).float()
+    weights, scales = torch_int8.quantize_rows(linear.weight)
+    expected = (quantized.double() @ weights.double().t()).float() * scales
+    got = layer.product(layer.kernel_input(quantized.clone()))
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.skipif(not onednn_int8_is_exact(), reason="oneDNN's int8 matmul is not exact here")
 def test_the_onednn_kernel_adds_the_bias_after_the_token_scale(monkeypatch):
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,18 +55,32 @@ def measure_bandwidth(device: str = "cpu", megabytes: int = 1024, repeats: int =
         "triad": (lambda: torch.add(b, c, alpha=3.0, out=a), 3),
         "read": (lambda: a.sum(), 1),
     }
-    rates: dict[str, float] = {}
-    for name, (kernel, arrays) in kernels.items():
-        kernel()  # first touch: page faults are not bandwidth
-        best = float("inf")
-        for _ in range(repeats):
-            _sync(where)
-            start = time.perf_counter()
-            kernel()
-            _sync(where)
-            best = min(best, time.perf_counter() - start)
-        rates[name] = arrays * nbytes / best / 1e9
+    rates = {
+        name: arrays * nbytes / _best_seconds(kernel, where, repeats) / 1e9
+        for name, (kernel, arrays) in kernels.items()
+    }
     return Bandwidth(rates["copy"], rates["triad"], rates["read"], torch.get_num_threads())
+
+
+def measure_read(device: str = "cpu", megabytes: int = 1024, repeats: int = 5) -> float:
+    """The read rate alone (GB/s), as measure_bandwidth's read: cheap enough to take
+    right beside a phase, where a shared machine's memory may have moved since the start."""
+    where = torch.device(device)
+    array = torch.rand(megabytes * 2**20 // 4, device=where)
+    seconds = _best_seconds(array.sum, where, repeats)
+    return array.numel() * array.element_size() / seconds / 1e9
+
+
+def _best_seconds(kernel: Callable[[], object], where: torch.device, repeats: int) -> float:
+    kernel()  # first touch: page faults are not bandwidth
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(where)
+        start = time.perf_counter()
+        kernel()
+        _sync(where)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bandwidth_bounds(weights: int, gigabytes_per_s: float) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .stats import ratio
 from .targets import evaluate
 
 
@@ -105,6 +106,8 @@ def _servers(results: dict[str, Any]) -> str:
         table(header, _load_rows(results)),
     ]
     for server in results["servers"]:
+        if server["status"] == "ok" and server.get("one_stream"):
+            parts.append("\n- " + _one_stream(server))
         if server["status"] == "ok" and server.get("resident_mib"):
             parts.append(
                 f"\n- {server['precision']}: the server resident at "
@@ -114,6 +117,26 @@ def _servers(results: dict[str, Any]) -> str:
     for server in refused:
         parts.append(f"\n- {server['precision']}: {server['status']}")
     return "\n".join(parts)
+
+
+def _one_stream(server: dict[str, Any]) -> str:
+    """What was measured around the one-stream level, and its share of each rate."""
+    around = server["one_stream"]
+    precision, bound = server["precision"], around["bound"]
+    row = next(row for row in server["load"] if row["streams"] == 1)
+    text = (
+        f"{precision}, 1 stream: between reads of {around['read_before']:.1f} and "
+        f'{around["read_after"]:.1f} GB/s; its "of bound" is of the bound at their mean, '
+        f"{num(bound)} tok/s"
+    )
+    matmuls = around.get("int8_matmuls_tok_s")
+    if matmuls:
+        text += (
+            f". The int8 matmuls alone (one row, every weight once, just before it): "
+            f"{matmuls:.1f} tok/s, {num(ratio(matmuls, bound), '.0%')} of that bound; the "
+            f"stream reached {num(ratio(row['aggregate_tok_s'], matmuls), '.0%')} of their rate"
+        )
+    return text
 
 
 def _phase_servers(results: dict[str, Any]) -> list[dict[str, Any]]:

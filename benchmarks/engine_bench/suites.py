@@ -14,7 +14,8 @@ import httpx
 from random_models import QWEN25_05B, SHARED, cached_random_qwen
 from transformers import AutoTokenizer
 
-from . import phases
+from . import baselines, phases
+from .kernel_floor import int8_layers, matmul_pass_seconds
 from .machine import rss_mib
 from .prompts import PromptMaker
 from .servers import (
@@ -166,17 +167,29 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
     """Every server-side phase at one precision; a server that refuses it is reported."""
     print(f"inferd at {precision}", flush=True)
     out: dict[str, Any] = {"precision": precision, "status": "ok"}
+    # built before the server starts, so as not to compete with its start-up
+    matmuls = int8_layers(run.model) if precision == "int8" and run.args.device == "cpu" else []
     try:
         with run.server(precision, precision, run.args.device) as server:
             endpoint = phases.Endpoint(server.base_url, "/completions", "inferd", MODEL_ID)
             warm_up(endpoint, run.prompts.make(run.args.prompt_tokens, "warm-up"))
-            out["load"] = run.load_levels(endpoint, run.args.clients)
+            out["load"] = []
+            for streams in run.args.clients:
+                if streams == 1:
+                    row, out["one_stream"] = one_stream(run, endpoint, precision, matmuls, results)
+                    matmuls = []
+                else:
+                    row = run.load_levels(endpoint, [streams])[0]
+                out["load"].append(row)
             out["resident_mib"] = rss_mib(server.pid)  # the model, its KV cache, the server
             for row in out["load"]:
                 row["x_generate_fp32"] = ratio(
                     row["aggregate_tok_s"], results["generate"].get("fp32")
                 )
-                row["of_bound"] = ratio(row["aggregate_tok_s"], results["bounds"].get(precision))
+                bound = results["bounds"].get(precision)
+                if row["streams"] == 1:
+                    bound = out["one_stream"]["bound"]
+                row["of_bound"] = ratio(row["aggregate_tok_s"], bound)
             if "interference" not in run.args.skip:
                 out["interference"] = interference(run, endpoint)
             if "prefix" not in run.args.skip:
@@ -184,6 +197,32 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
     except ServerFailed as error:
         out["status"] = f"refused at start-up: {error}"
     return out
+
+
+def one_stream(
+    run: Run,
+    endpoint: phases.Endpoint,
+    precision: str,
+    int8_matmuls: list[Any],
+    results: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one-stream level (its load row) between two reads of the memory, and what was
+    measured around it: the bound at their mean read rate -- a shared machine's memory
+    moves in the minutes since the run's first read -- and, given the int8 Linears
+    (kernel_floor), the rate of their matmuls alone, timed just before."""
+    device = run.args.device
+    before = baselines.measure_read(device, run.args.bandwidth_mb)
+    matmul_pass = matmul_pass_seconds(int8_matmuls) if int8_matmuls else None
+    row = run.load_levels(endpoint, [1])[0]
+    after = baselines.measure_read(device, run.args.bandwidth_mb)
+    bounds = baselines.bandwidth_bounds(results["meta"]["weights"], (before + after) / 2)
+    around = {
+        "read_before": before,
+        "read_after": after,
+        "bound": bounds.get(precision),
+        "int8_matmuls_tok_s": 1 / matmul_pass if matmul_pass else None,
+    }
+    return row, around
 
 
 def mlx_comparison(run: Run) -> dict[str, Any]:
