@@ -132,17 +132,22 @@ def _option(text: str) -> tuple[str, str]:
 
 
 def _commit() -> str:
+    """HEAD's short hash, with "+changes" when tracked files differ from it (the run
+    measured code no commit holds)."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
+        head, status = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), *command],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            for command in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "-uno"])
         )
-        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{head}+changes" if status else head
 
 
 def meta(args: argparse.Namespace, model: Path, weights: int) -> dict[str, Any]:

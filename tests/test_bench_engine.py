@@ -162,6 +162,22 @@ def test_bandwidth_bound_is_bytes_per_token_over_bandwidth() -> None:
     assert bounds["int4"] == pytest.approx(20e9 / (500e6 * 4.5 / 8))
 
 
+def test_the_commit_says_when_the_measured_code_has_uncommitted_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bench_engine
+
+    outputs = {"rev-parse": "abc1234\n", "status": ""}
+
+    def git(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(command, 0, stdout=outputs[command[3]])
+
+    monkeypatch.setattr(bench_engine.subprocess, "run", git)
+    assert bench_engine._commit() == "abc1234"
+    outputs["status"] = " M backends/torch_int8.py\n"
+    assert bench_engine._commit() == "abc1234+changes"
+
+
 def test_read_rate_alone_is_measured_as_the_bandwidth_read() -> None:
     assert baselines.measure_read("cpu", megabytes=8, repeats=2) > 0
 
