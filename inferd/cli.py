@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from inferd import logs
+from inferd.compile_cache import use_compile_cache
 from inferd.config import (
     Config,
     ConfigError,
@@ -49,6 +50,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def serve(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
+        use_compile_cache(config.server.compile_cache)
         from inferd.app import create_app
 
         app = create_app(config, name="inferd")

@@ -84,6 +84,9 @@ class ServerConfig(_Section):
     max_connections: int = Field(512, ge=1)
     # "text": human-readable lines; "json": one JSON object per line (for log shippers).
     log_format: Literal["text", "json"] = "text"
+    # torch.compile's cache (inferd/compile_cache.py): kept across restarts, unlike
+    # torch's default under /tmp. TORCHINDUCTOR_CACHE_DIR, when set, wins.
+    compile_cache: Path = Path("~/.cache/inferd/torch-compile")
 
     @model_validator(mode="after")
     def _keepalives_beat_the_timeout(self) -> ServerConfig:
@@ -307,7 +310,12 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         for model in config.models
     ]
     sessions = config.sessions.model_copy(update={"path": resolve_path(base, config.sessions.path)})
-    return config.model_copy(update={"models": models, "sessions": sessions, "source": source})
+    server = config.server.model_copy(
+        update={"compile_cache": resolve_path(base, config.server.compile_cache)}
+    )
+    return config.model_copy(
+        update={"models": models, "sessions": sessions, "server": server, "source": source}
+    )
 
 
 def load_config(path: str | Path) -> Config:
