@@ -20,15 +20,30 @@ log = logging.getLogger("inferd.compile_cache")
 ENVIRONMENT_KEY = "TORCHINDUCTOR_CACHE_DIR"
 
 
-def use_compile_cache(folder: Path, environ: MutableMapping[str, str] = os.environ) -> Path | None:
-    """Make `folder` (created if need be) this process's torch.compile cache unless the
-    environment names one already. Returns the folder in use; None where `folder` cannot
-    be made and torch keeps its default. Call it before anything compiles (inductor reads
-    the variable when it first needs its cache)."""
+def default_compile_cache() -> Path | None:
+    """~/.cache/inferd/torch-compile, or None for a user without a home folder (a
+    container run under an arbitrary uid)."""
+    try:
+        return Path.home() / ".cache" / "inferd" / "torch-compile"
+    except (RuntimeError, KeyError):
+        return None
+
+
+def use_compile_cache(
+    folder: Path | None, environ: MutableMapping[str, str] = os.environ
+) -> Path | None:
+    """Make `folder` (default_compile_cache() if None; created if need be) this process's
+    torch.compile cache unless the environment names one already. Returns the folder in
+    use; None where there is none to make and torch keeps its default. Call it before
+    anything compiles (inductor reads the variable when it first needs its cache)."""
     if environ.get(ENVIRONMENT_KEY):
         chosen = Path(environ[ENVIRONMENT_KEY])
         log.info("torch.compile cache: %s (from %s)", chosen, ENVIRONMENT_KEY)
         return chosen
+    folder = folder or default_compile_cache()
+    if folder is None:
+        log.warning("torch.compile cache: no home folder; torch's default")
+        return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # an unwritable home: torch's own folder is better than none

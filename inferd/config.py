@@ -84,9 +84,10 @@ class ServerConfig(_Section):
     max_connections: int = Field(512, ge=1)
     # "text": human-readable lines; "json": one JSON object per line (for log shippers).
     log_format: Literal["text", "json"] = "text"
-    # torch.compile's cache (inferd/compile_cache.py): kept across restarts, unlike
-    # torch's default under /tmp. TORCHINDUCTOR_CACHE_DIR, when set, wins.
-    compile_cache: Path = Path("~/.cache/inferd/torch-compile")
+    # torch.compile's cache (inferd/compile_cache.py), kept across restarts unlike torch's
+    # default under /tmp; None: ~/.cache/inferd/torch-compile. TORCHINDUCTOR_CACHE_DIR,
+    # when set, wins.
+    compile_cache: Path | None = None
 
     @model_validator(mode="after")
     def _keepalives_beat_the_timeout(self) -> ServerConfig:
@@ -310,9 +311,11 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         for model in config.models
     ]
     sessions = config.sessions.model_copy(update={"path": resolve_path(base, config.sessions.path)})
-    server = config.server.model_copy(
-        update={"compile_cache": resolve_path(base, config.server.compile_cache)}
-    )
+    server = config.server
+    if server.compile_cache is not None:
+        server = server.model_copy(
+            update={"compile_cache": resolve_path(base, server.compile_cache)}
+        )
     return config.model_copy(
         update={"models": models, "sessions": sessions, "server": server, "source": source}
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inferd.compile_cache import ENVIRONMENT_KEY, use_compile_cache
+from inferd.compile_cache import ENVIRONMENT_KEY, default_compile_cache, use_compile_cache
 from inferd.config import load_config, parse_config
 
 
@@ -36,11 +36,24 @@ def test_a_folder_that_cannot_be_made_leaves_torchs_default(
     assert environ == {} and "cannot use" in caplog.text
 
 
-def test_the_default_is_in_the_users_cache_and_a_relative_one_beside_the_config(
-    tmp_path: Path,
+def test_by_default_the_users_cache_folder_if_there_is_a_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    default = parse_config({}).server.compile_cache
-    assert default == Path.home() / ".cache" / "inferd" / "torch-compile"
+    assert parse_config({}).server.compile_cache is None  # the default, chosen at use
+    monkeypatch.setenv("HOME", str(tmp_path))
+    environ: dict[str, str] = {}
+    expected = tmp_path / ".cache" / "inferd" / "torch-compile"
+    assert use_compile_cache(None, environ) == expected and expected.is_dir()
+
+    def homeless() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", homeless)
+    assert default_compile_cache() is None
+    assert use_compile_cache(None, {}) is None
+
+
+def test_a_relative_folder_resolves_beside_the_config(tmp_path: Path) -> None:
     path = tmp_path / "inferd.toml"
     path.write_text('[server]\ncompile_cache = "state/compiled"\n')
     assert load_config(path).server.compile_cache == tmp_path.resolve() / "state" / "compiled"
