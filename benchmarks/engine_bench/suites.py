@@ -168,7 +168,8 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
     print(f"inferd at {precision}", flush=True)
     out: dict[str, Any] = {"precision": precision, "status": "ok"}
     # built before the server starts, so as not to compete with its start-up
-    matmuls = int8_layers(run.model) if precision == "int8" and run.args.device == "cpu" else []
+    timed = precision == "int8" and run.args.device == "cpu" and 1 in run.args.clients
+    matmuls = int8_layers(run.model) if timed else []
     try:
         with run.server(precision, precision, run.args.device) as server:
             endpoint = phases.Endpoint(server.base_url, "/completions", "inferd", MODEL_ID)
