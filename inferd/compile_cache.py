@@ -2,8 +2,8 @@
 
 inductor caches the graphs it compiles in TORCHINDUCTOR_CACHE_DIR, by default a folder
 under /tmp -- which a reboot or a new container empties, and then a CPU model's first
-load compiles its steps again: ~2 min for a 0.5B model on 2 cores, against ~12 s from
-the cache. `inferd serve` points it at `[server] compile_cache` instead (by default in
+load compiles its steps again: ready after ~2 min for a 0.5B model on 2 cores, against
+~19 s from the cache. `inferd serve` points it at `[server] compile_cache` instead (by default in
 the user's cache folder, as Hugging Face keeps its downloads), unless the environment
 already names a folder: a deployment that set TORCHINDUCTOR_CACHE_DIR keeps it.
 """
