@@ -8,12 +8,20 @@ is _int_mm's time over oneDNN's (above 1: oneDNN faster); torch_int8.ONEDNN_MIN_
 is where it turns.
 
     python benchmarks/bench_int8_kernels.py [--rows 1,8,32,64] [--threads 2]
+
+`--one-row` instead streams the largest MLP weight (gate/up, 896 x 9,728) at one row
+through every int8 kernel torch offers -- the two above on ready-quantized activations,
+fbgemm's `quantize_dynamic` Linear, `_weight_int8pack_mm` on bf16 and float32
+activations -- beside a plain read of the same bytes, in GB/s of weights: how close each
+kernel comes to the memory's read rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -42,12 +50,71 @@ def per_call_us(stack: list[Int8Linear], x: torch.Tensor, repeats: int = 3) -> f
     return (time.perf_counter() - start) / (repeats * len(stack)) * 1e6
 
 
+def gigabytes_per_s(calls: list[Callable[[], object]], nbytes: int, repeats: int = 5) -> float:
+    """Weight bytes per second over the best of `repeats` passes of every call."""
+    for call in calls[:2]:
+        call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for call in calls:
+            call()
+        best = min(best, time.perf_counter() - start)
+    return nbytes * len(calls) / best / 1e9
+
+
+def one_row_kernels(in_features: int = 896, out_features: int = 9728) -> dict[str, tuple]:
+    """Each kernel's GB/s of int8 weights streamed at one row, and its share of a plain
+    read of the same bytes just before and after it (a shared machine's memory moves)."""
+    nbytes = in_features * out_features
+    weights = [
+        torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8)
+        for _ in range(max(2, STREAMED_BYTES // nbytes))
+    ]
+    as_floats = [w.view(torch.float32) for w in weights]  # the same bytes, summed
+    rates: dict[str, tuple] = {}
+
+    def measure(name: str, calls: list[Callable[[], object]]) -> None:
+        before = gigabytes_per_s([w.sum for w in as_floats], nbytes)
+        rate = gigabytes_per_s(calls, nbytes)
+        after = gigabytes_per_s([w.sum for w in as_floats], nbytes)
+        rates[name] = (rate, rate / ((before + after) / 2))
+
+    quantized = torch.randint(-127, 128, (1, in_features)).float()
+    for name, onednn in (("_int_mm", False), ("oneDNN", True)):
+        stack = layers(in_features, out_features, onednn)
+        measure(name, [partial(la.product, la.kernel_input(quantized.clone())) for la in stack])
+        del stack
+    x = torch.randn(1, in_features)
+    linear = torch.ao.nn.quantized.dynamic.Linear
+    fbgemm = [partial(linear(in_features, out_features, dtype=torch.qint8), x) for _ in weights]
+    measure("fbgemm quantize_dynamic Linear", fbgemm)
+    del fbgemm
+    scales = torch.rand(out_features)
+    for dtype in (torch.bfloat16, torch.float32):
+        xd, sd = x.to(dtype), scales.to(dtype)
+        measure(
+            f"_weight_int8pack_mm, {str(dtype)[6:]} activations",
+            [partial(torch.ops.aten._weight_int8pack_mm, xd, w, sd) for w in weights],
+        )
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="1,8,32,64")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--one-row", action="store_true", help="every int8 kernel at one row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.one_row:
+        with torch.inference_mode():
+            rates = one_row_kernels()
+        print(f"threads {args.threads}; gate/up's 896 x 9,728 int8 weight at one row")
+        print(f"{'kernel':>42} {'GB/s':>6}  of a plain read of the same bytes around it")
+        for name, (rate, share) in rates.items():
+            print(f"{name:>42} {rate:6.1f}  {share:.0%}")
+        return
     if not onednn_int8_is_exact():
         raise SystemExit("oneDNN's int8 matmul is unavailable or inexact on this CPU")
     rows = [int(r) for r in args.rows.split(",")]
