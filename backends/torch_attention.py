@@ -225,6 +225,8 @@ def attend_decode_groups(
     parts: list[torch.Tensor] = []
     start = 0
     for index, (slots, mask) in enumerate(groups):
+        # Compiled, the row counts are unbacked sizes: slice only where there are two
+        # groups, and take the last group as "the rest", which needs no size arithmetic.
         if len(groups) == 1:
             rows = query
         elif index == len(groups) - 1:

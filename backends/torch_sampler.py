@@ -173,7 +173,8 @@ class Sampler:
         if not short:
             return self._from_ranked(values, ids, seqs)
         tokens = torch.empty(len(seqs), dtype=torch.long, device=self.device)
-        head = [i for i in range(len(seqs)) if i not in set(short)]
+        flat = set(short)
+        head = [i for i in range(len(seqs)) if i not in flat]
         if head:
             tokens[head] = self._from_ranked(values[head], ids[head], [seqs[i] for i in head])
         flat_values, flat_ids = torch.sort(probs[short], dim=-1, descending=True)

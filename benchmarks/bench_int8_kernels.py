@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from engine_bench.baselines import best_seconds
 
 from inferd.backends import torch_int8
 from inferd.backends.torch_int8 import Int8Linear, onednn_int8_is_exact
@@ -52,15 +53,12 @@ def per_call_us(stack: list[Int8Linear], x: torch.Tensor, repeats: int = 3) -> f
 
 def gigabytes_per_s(calls: list[Callable[[], object]], nbytes: int, repeats: int = 5) -> float:
     """Weight bytes per second over the best of `repeats` passes of every call."""
-    for call in calls[:2]:
-        call()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_pass() -> None:
         for call in calls:
             call()
-        best = min(best, time.perf_counter() - start)
-    return nbytes * len(calls) / best / 1e9
+
+    return nbytes * len(calls) / best_seconds(one_pass, torch.device("cpu"), repeats) / 1e9
 
 
 def one_row_kernels(in_features: int = 896, out_features: int = 9728) -> dict[str, tuple]:

@@ -56,7 +56,7 @@ def measure_bandwidth(device: str = "cpu", megabytes: int = 1024, repeats: int =
         "read": (lambda: a.sum(), 1),
     }
     rates = {
-        name: arrays * nbytes / _best_seconds(kernel, where, repeats) / 1e9
+        name: arrays * nbytes / best_seconds(kernel, where, repeats) / 1e9
         for name, (kernel, arrays) in kernels.items()
     }
     return Bandwidth(rates["copy"], rates["triad"], rates["read"], torch.get_num_threads())
@@ -67,11 +67,12 @@ def measure_read(device: str = "cpu", megabytes: int = 1024, repeats: int = 5) -
     right beside a phase, where a shared machine's memory may have moved since the start."""
     where = torch.device(device)
     array = torch.rand(megabytes * 2**20 // 4, device=where)
-    seconds = _best_seconds(array.sum, where, repeats)
+    seconds = best_seconds(array.sum, where, repeats)
     return array.numel() * array.element_size() / seconds / 1e9
 
 
-def _best_seconds(kernel: Callable[[], object], where: torch.device, repeats: int) -> float:
+def best_seconds(kernel: Callable[[], object], where: torch.device, repeats: int) -> float:
+    """The shortest of `repeats` timed runs of `kernel`, after one untimed."""
     kernel()  # first touch: page faults are not bandwidth
     best = float("inf")
     for _ in range(repeats):

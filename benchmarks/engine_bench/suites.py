@@ -178,7 +178,7 @@ def serve_precision(run: Run, precision: str, results: dict[str, Any]) -> dict[s
             for streams in run.args.clients:
                 if streams == 1:
                     row, out["one_stream"] = one_stream(run, endpoint, precision, matmuls, results)
-                    matmuls = []
+                    matmuls = []  # their weights, freed before the larger levels
                 else:
                     row = run.load_levels(endpoint, [streams])[0]
                 out["load"].append(row)
