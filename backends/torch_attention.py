@@ -214,7 +214,6 @@ def attend_decode_groups(
     groups: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     gather: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     scaling: float | None,
-    keys_first: bool = False,
 ) -> torch.Tensor:
     """attend_decode over groups of consecutive rows, each with its own padded slots
     (rows_i, length_i) and mask (StepLayout.decode_groups): (rows, heads, head_dim) from
@@ -235,7 +234,7 @@ def attend_decode_groups(
             rows = query[:, start : start + slots.shape[0]]
         keys, values = gather(slots)
         keys, values = keys.to(query.dtype), values.to(query.dtype)
-        parts.append(attend_decode(rows, keys, values, mask, scaling, keys_first))
+        parts.append(attend_decode(rows, keys, values, mask, scaling))
         start += slots.shape[0]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -246,7 +245,6 @@ def attend_decode(
     values: torch.Tensor,
     mask: torch.Tensor | None,
     scaling: float | None,
-    keys_first: bool = False,
 ) -> torch.Tensor:
     """Single-token queries (heads, rows, head_dim) against their rows' gathered keys and
     values (kv_heads, rows, length, head_dim), masked by (1, rows, 1, length) 0 / -inf:
@@ -256,14 +254,12 @@ def attend_decode(
     key/value head, measured 2x faster than scaled_dot_product_attention (with
     enable_gqa or repeated heads) for single-token queries on a CPU.
 
-    `keys_first` (the compiled decode step's form, backends/torch_compiled_decode.py):
-    the scores as keys x queries, (length, group) per row -- the same up to float
-    rounding. Compiled, `queries x keys^T` makes inductor gather the keys out of the cache
-    straight into the transposed (head_dim, length) layout the product reads, one element
-    at a time; keys first, the gather copies whole 64-float rows, as it does the values:
-    a compiled step's attention measured 1.3-1.4x faster (one row over 1,500 cached
-    tokens 247 -> 175 us a layer, 8 rows over 200 255 -> 189, 32 over 300 1,809 -> 1,417;
-    Qwen2.5-0.5B's heads, 2 cores) and the same at 64 tokens. Eagerly it is no faster.
+    The scores are queries x keys^T, the keys a transposed view of their gathered rows:
+    BLAS reads it as such. Compiled (backends/torch_compiled_decode.py), torch 2.13's
+    inductor gathers the keys row by row for it too, and a one-row step over 1,500
+    cached tokens ran 1.036x faster than with the scores as keys x queries (whose N of 7
+    query heads a key head BLAS handles poorly: 49 against 25 us a layer), 32 rows over
+    300 1.028x, and the same at 64 tokens (Qwen2.5-0.5B's heads, int8, 2 cores).
     """
     heads, rows, head_dim = query.shape
     kv_heads = keys.shape[0]
@@ -271,18 +267,11 @@ def attend_decode(
     scale = scaling if scaling is not None else head_dim**-0.5
     # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
     q = query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
-    if keys_first:
-        scores = torch.matmul(keys, q.transpose(-1, -2))  # (kv, rows, length, group)
-        if mask is not None:
-            scores = scores + mask.transpose(-1, -2)  # 0 or -inf per (row, position)
-        weights = torch.softmax(scores, dim=-2, dtype=torch.float32).to(values.dtype)
-        attended = torch.matmul(weights.transpose(-1, -2), values)  # (kv, rows, group, d)
-    else:
-        scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
-        if mask is not None:
-            scores = scores + mask
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
-        attended = torch.matmul(weights, values)  # (kv, rows, group, d)
+    scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
+    if mask is not None:
+        scores = scores + mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+    attended = torch.matmul(weights, values)  # (kv, rows, group, d)
     return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)
 
 

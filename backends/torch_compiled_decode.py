@@ -95,7 +95,6 @@ def decode_layers(
                 gather_slots(v, group_slots),
             ),
             layer.self_attn.scaling,
-            keys_first=True,  # the form inductor gathers the keys for well
         )
         hidden = layer_output(layer, hidden, out.reshape(1, rows, -1))
     return hidden

@@ -143,13 +143,9 @@ def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone(cache_dtype
         torch.testing.assert_close(alone[0], expected)
 
 
-def attend_keys_first(*args: object) -> torch.Tensor:
-    return attend_decode(*args, keys_first=True)  # type: ignore[arg-type]
-
-
-def test_keys_first_decode_attention_is_attend_decode_up_to_rounding():
-    """The compiled step's form (scores as keys x queries) and the eager one agree, padded
-    positions of shorter rows included: their values never reach the output."""
+def test_decode_attention_never_reads_a_shorter_rows_padding():
+    """Rows padded to the longest of a batch: whatever the padding positions hold, the
+    masked rows' results do not change, and a row without padding gets what it gets alone."""
     torch.manual_seed(0)
     heads, kv_heads, rows, length, head_dim = 14, 2, 3, 40, 64
     query = torch.randn(heads, rows, head_dim)
@@ -158,16 +154,16 @@ def test_keys_first_decode_attention_is_attend_decode_up_to_rounding():
     lengths = torch.tensor([40, 17, 1])
     mask = torch.zeros(1, rows, 1, length)
     mask[0, :, 0][torch.arange(length)[None] >= lengths[:, None]] = float("-inf")
-    eager = attend_decode(query, keys, values, mask, 0.125)
-    first = attend_keys_first(query, keys, values, mask, 0.125)
-    assert first.shape == (rows, heads, head_dim)
-    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
+    attended = attend_decode(query, keys, values, mask, 0.125)
+    assert attended.shape == (rows, heads, head_dim)
     padded = values.clone()
     padded[:, 1, 17:] = 1e4  # what a shorter row's padding block could hold
     padded[:, 2, 1:] = -1e4
-    torch.testing.assert_close(attend_keys_first(query, keys, padded, mask, 0.125), first)
-    unmasked = attend_keys_first(query[:, :1], keys[:, :1], values[:, :1], None, 0.125)
-    torch.testing.assert_close(unmasked, first[:1])  # row 0 has no padding
+    torch.testing.assert_close(attend_decode(query, keys, padded, mask, 0.125), attended)
+    alone = attend_decode(query[:, :1], keys[:, :1], values[:, :1], None, 0.125)
+    torch.testing.assert_close(alone, attended[:1])  # row 0 has no padding
+    one_position = attend_decode(query[:, 2:], keys[:, 2:, :1], values[:, 2:, :1], None, 0.125)
+    torch.testing.assert_close(one_position, attended[2:])
 
 
 @pytest.mark.parametrize(
@@ -208,13 +204,8 @@ def test_decode_rows_in_two_groups_attend_exactly_as_in_one():
         gathered = cache[:, slot_rows.reshape(-1)].view(kv_heads, *slot_rows.shape, head_dim)
         return gathered, gathered * 2
 
-    for keys_first in (False, True):
-        one = torch_attention.attend_decode_groups(
-            query, [group([0, 1, 2, 3])], gather, 0.125, keys_first
-        )
-        two = torch_attention.attend_decode_groups(
-            query, [group([0, 1]), group([2, 3])], gather, 0.125, keys_first
-        )
-        assert two.shape == (len(lengths), heads, head_dim)
-        torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-6)
-        assert torch.equal(two[2:], one[2:])
+    one = torch_attention.attend_decode_groups(query, [group([0, 1, 2, 3])], gather, 0.125)
+    two = torch_attention.attend_decode_groups(query, [group([0, 1]), group([2, 3])], gather, 0.125)
+    assert two.shape == (len(lengths), heads, head_dim)
+    torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-6)
+    assert torch.equal(two[2:], one[2:])
