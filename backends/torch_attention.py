@@ -32,7 +32,7 @@ from inferd.backends.torch_kv_cache import KVCache, as_cached
 ATTENTION_NAME = "inferd_paged"
 LAYOUT_KWARG = "inferd_layout"
 # Padded positions two decode row groups must save over one (decode_split): the 8 + 1
-# rows above save 15,200; rows of 64 and 80 positions, 16, not worth a second group.
+# rows below save 15,200; rows of 64 and 80 positions, 16, not worth a second group.
 SPLIT_MIN_POSITIONS = 1024
 
 
@@ -195,10 +195,10 @@ def decode_split(lengths: Sequence[int]) -> int:
 
     One padded group makes every row pay for the longest: 8 rows at 100 positions and one
     at 2,000 gather and multiply 9 x 2,000 keys and values a layer, and measured a decode
-    pass 2.8x slower than the 8 alone (75 against 27 ms; Qwen2.5-0.5B shape, int8, 2
+    pass 1.8x slower than the 8 alone (45.8 against 25.0 ms; Qwen2.5-0.5B shape, int8, 2
     cores). Two groups, at the split that pads least, are worth it once they save
-    SPLIT_MIN_POSITIONS: each padded position costs ~3 us a pass (all layers), a second
-    group ~30 us a layer."""
+    SPLIT_MIN_POSITIONS: each padded position costs ~1 us a pass (all layers), a second
+    group ~40 us a layer (`benchmarks/bench_decode_lengths.py`)."""
     rows, longest = len(lengths), lengths[-1] if lengths else 0
     padded = rows * longest
     best, head = padded, 0
@@ -254,25 +254,34 @@ def attend_decode(
     key/value head, measured 2x faster than scaled_dot_product_attention (with
     enable_gqa or repeated heads) for single-token queries on a CPU.
 
-    The scores are queries x keys^T, the keys a transposed view of their gathered rows:
-    BLAS reads it as such. Compiled (backends/torch_compiled_decode.py), torch 2.13's
-    inductor gathers the keys row by row for it too, and a one-row step over 1,500
-    cached tokens ran 1.036x faster than with the scores as keys x queries (whose N of 7
-    query heads a key head BLAS handles poorly: 49 against 25 us a layer), 32 rows over
-    300 1.028x, and the same at 64 tokens (Qwen2.5-0.5B's heads, int8, 2 cores).
+    The products are bmm over (kv_head, row) pairs flattened into one batch dimension,
+    the scores queries x keys^T with the keys a transposed view of their gathered rows,
+    which BLAS reads as such. Compiled (backends/torch_compiled_decode.py), a 4-d matmul
+    over the transposed keys made inductor copy them into that layout one scalar at a
+    time (the batch dimensions flatten into a view only once, for a row count that is an
+    unbacked size); flattened first, the keys are gathered row by row and never copied
+    again: decode steps 1.17x faster for one row over 1,500 cached tokens, 1.38x for 8
+    rows over 1,500, 1.29x for 32 over 300, 1.10x for 8 over 200, the same at 64 tokens.
+    And scores as keys x queries (the earlier workaround) leave BLAS a narrow side of 7
+    query heads a key head: 49 against 25 us a layer at 1,500 (Qwen2.5-0.5B's heads,
+    int8, 2 cores).
     """
     heads, rows, head_dim = query.shape
-    kv_heads = keys.shape[0]
+    kv_heads, _, length, _ = keys.shape
     group = heads // kv_heads
     scale = scaling if scaling is not None else head_dim**-0.5
-    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
-    q = query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
-    scores = torch.matmul(q, keys.transpose(-1, -2))  # (kv, rows, group, length)
+    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d) -> (kv * rows, group, d)
+    q = (query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale).flatten(0, 1)
+    # flattened by their own sizes: compiled, a row count taken from the queries (a
+    # group's "the rest") would not prove the flattening a view, and inductor copies
+    scores = torch.bmm(q, keys.flatten(0, 1).transpose(1, 2))  # (kv * rows, group, length)
+    scores = scores.view(kv_heads, -1, group, length)
     if mask is not None:
         scores = scores + mask
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
-    attended = torch.matmul(weights, values)  # (kv, rows, group, d)
-    return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)
+    attended = torch.bmm(weights.flatten(0, 1), values.flatten(0, 1))  # (kv * rows, group, d)
+    attended = attended.view(kv_heads, -1, group, head_dim).permute(1, 0, 2, 3)
+    return attended.reshape(rows, heads, head_dim)
 
 
 AttentionInterface.register(ATTENTION_NAME, paged_attention)
