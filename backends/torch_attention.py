@@ -258,13 +258,13 @@ def attend_decode(
     the scores queries x keys^T with the keys a transposed view of their gathered rows,
     which BLAS reads as such. Compiled (backends/torch_compiled_decode.py), a 4-d matmul
     over the transposed keys made inductor copy them into that layout one scalar at a
-    time (the batch dimensions flatten into a view only once, for a row count that is an
-    unbacked size); flattened first, the keys are gathered row by row and never copied
-    again: decode steps 1.17x faster for one row over 1,500 cached tokens, 1.38x for 8
-    rows over 1,500, 1.29x for 32 over 300, 1.10x for 8 over 200, the same at 64 tokens.
-    And scores as keys x queries (the earlier workaround) leave BLAS a narrow side of 7
-    query heads a key head: 49 against 25 us a layer at 1,500 (Qwen2.5-0.5B's heads,
-    int8, 2 cores).
+    time (it could not prove the flattening of an unbacked row count a view); flattened
+    first, they are gathered row by row and never copied again. Against the earlier
+    workaround, scores as keys x queries (whose narrow side of 7 query heads a key head
+    BLAS multiplies at half speed), decode steps ran 1.18x faster for one row over 1,500
+    cached tokens, 1.55x for 8 rows over 1,500, 1.41x for 32 over 300, 1.20x for 8 over
+    200 and 1.04x for one over 64 (Qwen2.5-0.5B's heads, int8, 2 cores; in-process A/B,
+    docs/engine-benchmarks.md).
     """
     heads, rows, head_dim = query.shape
     kv_heads, _, length, _ = keys.shape
