@@ -45,10 +45,15 @@ class SseFrames(Protocol):
 class TokenFrames:
     """API.md's stream: one `data:` event per piece of text, `event: error` on failure;
     with `usage` (the client sent `X-Include-Usage: true`), a closing `: usage {...}`
-    comment with the server's token counts and timings (SSE clients ignore comments)."""
+    comment with the server's token counts and timings (SSE clients ignore comments).
+
+    SSE cannot carry a carriage return: CR, LF and CRLF all end a `data:` line, and the
+    client reads one LF (inferd/sse.py). A CRLF split between two pieces would read as
+    two, so a piece's leading LF is dropped when the piece before it ended in CR."""
 
     def __init__(self, usage: bool = False) -> None:
         self.usage = usage
+        self._after_cr = False
 
     def opening(self) -> str:
         return ""
@@ -59,7 +64,10 @@ class TokenFrames:
             if event.error is not None:
                 chunk.append(sse.named_event("error", event.error))
             elif event.text:
-                chunk.append(sse.token_event(event.text))
+                text = event.text[1:] if self._after_cr and event.text[0] == "\n" else event.text
+                self._after_cr = event.text[-1] == "\r"
+                if text:
+                    chunk.append(sse.token_event(text))
         return "".join(chunk)
 
     def closing(self, stats: GenerationStats) -> str:
