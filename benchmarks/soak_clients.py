@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from dataclasses import dataclass, field
 import httpx
 from websockets.asyncio.client import connect
 
+from inferd.testing.sse import parse_sse
+
+# SSE has no way to send a carriage return: inferd's streams end a line there, and a
+# client joins the lines of an event with LF (inferd/sse.py). Stored text keeps it.
+_SSE_LINE_END = re.compile(r"\r\n|\r")
 TURNS_PER_SESSION = 12  # then the session is deleted: histories stay far below max_messages
 PROMPTS = ("Once upon a time", "The little dog", "Lily and Ben went", "One day, the sun")
 BAD_BODIES = (
@@ -61,6 +67,7 @@ class Expected:
     role: str
     content: str
     prefix_only: bool = False  # a turn cut off by the client: stored answer >= received
+    over_sse: bool = False  # received over SSE, which carries a CR as a line end (LF)
 
 
 @dataclass
@@ -68,21 +75,6 @@ class OwnSession:
     id: str
     history: list[Expected] = field(default_factory=list)
     turns: int = 0
-
-
-def parse_sse(text: str) -> str:
-    """The joined data of unnamed events (what API.md's clients read)."""
-    events, current, name = [], [], "message"
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line == "":
-            if current and name == "message":
-                events.append("\n".join(current))
-            current, name = [], "message"
-        elif line.startswith("data:"):
-            current.append(line[5:].removeprefix(" "))
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-    return "".join(events)
 
 
 class SoakClient:
@@ -158,7 +150,8 @@ class SoakClient:
         response = await self.http.post("/chat/completions", json=body)
         self.tally.response("sse chat", response)
         if response.status_code == 200:
-            await self._turn_done(session, prompt, parse_sse(response.text), cut_off=False)
+            answer = parse_sse(response.text).text
+            await self._turn_done(session, prompt, answer, cut_off=False, over_sse=True)
 
     async def sse_chat_cut_off(self) -> None:
         """Disconnect after a few pieces of the answer: a client that goes away."""
@@ -175,8 +168,8 @@ class SoakClient:
                 text += chunk
                 if text.count("\n\n") >= pieces:
                     break
-            received = parse_sse(text[: text.rfind("\n\n") + 2])
-        await self._turn_done(session, prompt, received, cut_off=True)
+            received = parse_sse(text[: text.rfind("\n\n") + 2]).text
+        await self._turn_done(session, prompt, received, cut_off=True, over_sse=True)
 
     async def ws_chat(self) -> None:
         session = self._session()
@@ -207,9 +200,16 @@ class SoakClient:
             del session.history[-2:]
 
     async def _turn_done(
-        self, session: OwnSession, prompt: str, answer: str, *, cut_off: bool
+        self,
+        session: OwnSession,
+        prompt: str,
+        answer: str,
+        *,
+        cut_off: bool,
+        over_sse: bool = False,
     ) -> None:
-        session.history += [Expected("user", prompt), Expected("assistant", answer, cut_off)]
+        reply = Expected("assistant", answer, prefix_only=cut_off, over_sse=over_sse)
+        session.history += [Expected("user", prompt), reply]
         session.turns += 1
         await self._verify(session)
         if session.turns >= TURNS_PER_SESSION:
@@ -240,11 +240,14 @@ def _compare(expected: list[Expected], stored: list[dict[str, str]]) -> tuple[li
     lost = [f"message {i} ({e.role})" for i, e in enumerate(expected) if i >= len(stored)]
     corrupted = []
     for index, (want, got) in enumerate(zip(expected, stored, strict=False)):
+        content = got.get("content", "")
+        if want.over_sse:  # what an SSE client can receive of the stored text
+            content = _SSE_LINE_END.sub("\n", content)
         if got.get("role") != want.role:
             corrupted.append(f"message {index}: role {got.get('role')!r}, not {want.role!r}")
-        elif want.prefix_only and not got.get("content", "").startswith(want.content):
+        elif want.prefix_only and not content.startswith(want.content):
             corrupted.append(f"message {index}: cut-off answer does not start as received")
-        elif not want.prefix_only and got.get("content") != want.content:
+        elif not want.prefix_only and content != want.content:
             corrupted.append(f"message {index}: content differs from what was sent/received")
     if len(stored) > len(expected):
         corrupted.append(f"{len(stored) - len(expected)} unexpected extra messages")
