@@ -37,7 +37,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from inferd.backends.base import BackendError, EngineOptions, SamplingParams, StepResult
 from inferd.backends.mlx_decode_batch import DecodeBatch
-from inferd.backends.mlx_in_flight import InFlight, MlxSequence, next_inputs, step_results
+from inferd.backends.mlx_in_flight import InFlight, MlxSequence, Read, next_inputs, step_results
 from inferd.backends.mlx_prefill import prefill_alone, prefill_together
 from inferd.backends.mlx_prompt_cache import PromptCache
 from inferd.backends.mlx_sampler import BatchSampler, row_sampling
@@ -141,7 +141,7 @@ class MlxBatcher:
         with mx.stream(generation_stream):
             plan = _Plan()
             self._prefill(plan, errors)
-            read = None  # the step in flight's results, once read
+            read = None  # the step in flight's tokens, once read
             if plan.arrays and self._in_flight is not None:
                 read = self._run_chunks_alone(plan, errors)
             self._join(plan, errors)
@@ -157,10 +157,12 @@ class MlxBatcher:
                 log.exception("an MLX step failed while evaluating")
                 errors.update(self._fail([*plan.computed, *self._rows()], error))
                 launched = None
-            results = read if read is not None else self._read_in_flight(errors)
+            if read is None:
+                read = self._read_in_flight(errors)
             self._in_flight = launched
         self._tidy(bool(plan.computed))
-        return results
+        # Built last: a sequence that failed after the early read still gets its error.
+        return step_results(read, errors, self._seqs)
 
     def close(self) -> None:
         """Drop every cache (the prompt cache's too); the batcher is unusable after."""
@@ -309,7 +311,7 @@ class MlxBatcher:
             return InFlight(rows, tokens, finite)
         return None
 
-    def _run_chunks_alone(self, plan: _Plan, errors: dict[int, Exception]) -> list[StepResult]:
+    def _run_chunks_alone(self, plan: _Plan, errors: dict[int, Exception]) -> list[Read]:
         """For a step with prompt chunks beside decoding rows: read the step in flight,
         then evaluate the chunks on their own, timed for the pacer; returns what was read.
 
@@ -329,7 +331,7 @@ class MlxBatcher:
         plan.arrays = []
         return results
 
-    def _read_in_flight(self, errors: dict[int, Exception]) -> list[StepResult]:
+    def _read_in_flight(self, errors: dict[int, Exception]) -> list[Read]:
         """_read the step in flight, and tell the pacer what a decode pass takes: the time
         since the previous read, when this step was in flight since then and computed
         no prompt."""
@@ -341,16 +343,16 @@ class MlxBatcher:
         self._last_read = now if flight is not None else None
         return results
 
-    def _read(self, flight: InFlight | None, errors: dict[int, Exception]) -> list[StepResult]:
-        """The tokens of a step handed to MLX earlier (the one host sync), and errors."""
-        read: list[tuple[MlxSequence, int, bool]] = []
-        if flight is not None:
-            try:
-                read = flight.read()
-            except Exception as error:  # it failed on the device: so did all that used it
-                log.exception("an MLX step failed while evaluating")
-                errors.update(self._fail([*flight.rows, *self._rows()], error))
-        return step_results(read, errors, self._seqs)
+    def _read(self, flight: InFlight | None, errors: dict[int, Exception]) -> list[Read]:
+        """The tokens of a step handed to MLX earlier (the one host sync), or its error."""
+        if flight is None:
+            return []
+        try:
+            return flight.read()
+        except Exception as error:  # it failed on the device: so did all that used it
+            log.exception("an MLX step failed while evaluating")
+            errors.update(self._fail([*flight.rows, *self._rows()], error))
+            return []
 
     def _rows(self) -> list[MlxSequence]:
         return [self._seqs[seq_id] for seq_id in self.batch.seq_ids]

@@ -35,6 +35,9 @@ class MlxSequence:
         return len(self.tokens) - 1 - self.num_computed
 
 
+Read = tuple[MlxSequence, int, bool]  # a row's sequence, sampled token, finite scores
+
+
 @dataclass(slots=True)
 class InFlight:
     """A decode pass handed to MLX whose tokens the host has not read yet."""
@@ -44,7 +47,7 @@ class InFlight:
     finite: mx.array
     decode_only: bool = True  # no prompt computed or joined in the same step (pacer)
 
-    def read(self) -> list[tuple[MlxSequence, int, bool]]:
+    def read(self) -> list[Read]:
         """Each row's sampled token and whether its scores were finite: the host sync.
         Raises what the pass raised on the device."""
         tokens, finite = self.tokens.tolist(), self.finite.tolist()
@@ -76,7 +79,7 @@ def next_inputs(
 
 
 def step_results(
-    read: list[tuple[MlxSequence, int, bool]],
+    read: list[Read],
     errors: Mapping[int, Exception],
     live: Mapping[int, MlxSequence],
 ) -> list[StepResult]:

@@ -263,3 +263,22 @@ def test_penalties_read_the_same_history_as_mlx_lms_own_loop(owner, stories, pro
 
     theirs, alone, together = owner(run)
     assert alone == theirs and together == theirs
+
+
+def test_penalties_count_each_token_once_while_a_long_prompt_arrives(owner, stories, prompts):
+    """Steps that run a prompt's chunk beside decoding rows read their tokens early (to
+    time the chunk); the rows' penalties must still count each token once. (A negative
+    frequency penalty rewards repeats: a token counted twice wins where it should not.)"""
+    params = SamplingParams(temperature=0.0, frequency_penalty=-2.0)
+
+    def run() -> tuple[list[int], list[int]]:
+        alone = run_alone(batcher_of(stories, NO_REUSE), prompts[3], params, TOKENS)
+        story = stories.encode_text(STORY)
+        together = run_together(
+            batcher_of(stories, small_steps(0)), [prompts[3], story], [params, GREEDY],
+            (0, 2), [TOKENS, 4],
+        )[0]  # fmt: skip
+        return alone, together
+
+    alone, together = owner(run)
+    assert together == alone

@@ -60,6 +60,28 @@ def test_a_failing_prefill_ends_only_its_own_request(owner, stories, prompts, al
     assert got[:2] == alone[:2]
 
 
+def test_a_prompt_failing_beside_another_prompts_chunk_still_gets_its_error(
+    owner, stories, prompts, alone
+):
+    """The step reads its tokens early there (to time the chunk): an error raised after
+    that read must still reach its request, or the request would wait forever."""
+
+    def run() -> tuple[dict[int, Exception], list[list[int]]]:
+        batcher = batcher_of(stories, small_steps(0))
+        batcher.model = Poisoned(batcher.model, raise_on=511)
+        broken = [*prompts[1], 511, prompts[1][-1]]  # fails in its last prefill chunk
+        story = stories.encode_text(STORY)  # started in the same step, chunk by chunk
+        errors: dict[int, Exception] = {}
+        got = run_together(
+            batcher, [prompts[0], broken, story], [GREEDY] * 3, (0, 2, 2), [TOKENS] * 3, errors
+        )
+        return errors, got
+
+    errors, got = owner(run)
+    assert list(errors) == [1] and "poisoned" in str(errors[1])
+    assert got[0] == alone[0] and len(got[2]) == TOKENS
+
+
 def test_a_failing_decode_row_ends_only_its_own_request(owner, stories, prompts, alone):
     assert all(511 not in tokens for tokens in alone)
 
