@@ -1,0 +1,129 @@
+"""How often a greedy request's tokens change when it shares its steps with others.
+
+Each case starts 2-5 greedy requests at random steps on one torch batcher (small
+`max_batch_tokens`, so prompts are prefilled in chunks beside decoding rows, and decode
+rows of different lengths share a step) and runs every request alone on a fresh
+batcher with the same options. A request "differs" when its tokens together are not
+its tokens alone. The int8 matmuls are exact integer products, but a step's float work
+is not batch-invariant: decode attention runs over each group's longest row (shorter
+rows padded and masked), prefill attention over the chunk at hand, and a different
+length or chunking rounds the last bits differently. Where two tokens' scores nearly
+tie, that flips the greedy pick -- and int8 turns a last-bit change into a whole
+quantization step where an activation sits at a rounding boundary.
+
+Prompts are either slices of a real story (peaked next-token scores, the usual case)
+or random token ids (flat scores, near-ties everywhere: the worst case).
+
+    python benchmarks/bench_batch_invariance.py [--cases 60] [--precisions fp32,int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from inferd.backends.base import EngineOptions, SamplingParams
+from inferd.backends.torch_backend import TorchBackend
+
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
+GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=1000)
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+    "the park with her friends. One day, she saw a big tree with a swing on it. She ran "
+    "to the swing and sat on it. Her mom pushed her high into the sky, and Lily laughed."
+)
+
+
+def run(
+    backend: TorchBackend,
+    prompts: Sequence[list[int]],
+    joins: Sequence[int],
+    lengths: Sequence[int],
+) -> list[list[int]]:
+    """Request i joins at step joins[i] and leaves after lengths[i] tokens."""
+    batcher = backend.batcher(len(prompts))
+    out: list[list[int]] = [[] for _ in prompts]
+    done: set[int] = set()
+    step = 0
+    while len(done) < len(prompts):
+        for i, join in enumerate(joins):
+            if join == step:
+                batcher.add(i, prompts[i], GREEDY)
+        for result in batcher.step():
+            if result.error is not None:
+                raise result.error
+            out[result.seq_id].append(result.token)  # type: ignore[arg-type]
+            if len(out[result.seq_id]) == lengths[result.seq_id]:
+                batcher.finish(result.seq_id)
+                done.add(result.seq_id)
+        step += 1
+    return out
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+
+
+def measure(backend: TorchBackend, story: list[int], kind: str, cases: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    compared, where = 0, []
+    for _ in range(cases):
+        count = rng.randint(2, 5)
+        prompts = []
+        for _ in range(count):
+            size = rng.randint(2, 60)
+            if kind == "story":
+                start = rng.randrange(0, len(story) - size)
+                prompts.append(story[start : start + size])
+            else:
+                prompts.append([rng.randrange(3, 512) for _ in range(size)])
+        joins = [rng.randint(0, 12) for _ in prompts]
+        lengths = [rng.randint(16, 32) for _ in prompts]
+        together = run(backend, prompts, joins, lengths)
+        for i, prompt in enumerate(prompts):
+            alone = run(backend, [prompt], [0], [lengths[i]])[0]
+            compared += 1
+            if (at := first_difference(together[i], alone)) is not None:
+                where.append(at)
+    return {"requests": compared, "differ": len(where), "first_difference": where}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=STORIES, help="default: stories260K")
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--cases", type=int, default=60, help="per precision and prompt kind")
+    parser.add_argument("--compile", action="store_true", help="compiled steps (torch.compile)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the same kernels' blocking for every run; and quicker here
+    print(f"{args.model.name}, {args.cases} cases of 2-5 greedy requests each, 16-32 tokens")
+    print(f"{'precision':>9} {'prompts':>7} {'requests':>8} {'differ':>7} {'share':>6}  "
+          "first differing token (median, min)")  # fmt: skip
+    for precision in args.precisions.split(","):
+        options = EngineOptions(
+            threads=1,
+            kv_cache_tokens=4096,
+            prefix_cache_tokens=0,  # batching alone: no prefix reuse in either run
+            max_batch_tokens=16,
+            compile=args.compile,
+        )
+        backend = TorchBackend(str(args.model), "cpu", precision, options=options)
+        backend.load()
+        story = backend.encode_text(STORY)
+        for kind in ("story", "random"):
+            found = measure(backend, story, kind, args.cases, args.seed)
+            where = found["first_difference"]
+            position = f"{statistics.median(where):.0f}, {min(where)}" if where else "-"
+            share = found["differ"] / found["requests"]
+            print(f"{precision:>9} {kind:>7} {found['requests']:>8} {found['differ']:>7} "
+                  f"{share:>6.1%}  {position}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
