@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from inferd.backends.base import EngineOptions, SamplingParams
 from inferd.backends.torch_backend import TorchBackend
+from inferd.testing.batching import run_alone, run_together
 
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=1000)
@@ -37,32 +37,6 @@ STORY = (
     "the park with her friends. One day, she saw a big tree with a swing on it. She ran "
     "to the swing and sat on it. Her mom pushed her high into the sky, and Lily laughed."
 )
-
-
-def run(
-    backend: TorchBackend,
-    prompts: Sequence[list[int]],
-    joins: Sequence[int],
-    lengths: Sequence[int],
-) -> list[list[int]]:
-    """Request i joins at step joins[i] and leaves after lengths[i] tokens."""
-    batcher = backend.batcher(len(prompts))
-    out: list[list[int]] = [[] for _ in prompts]
-    done: set[int] = set()
-    step = 0
-    while len(done) < len(prompts):
-        for i, join in enumerate(joins):
-            if join == step:
-                batcher.add(i, prompts[i], GREEDY)
-        for result in batcher.step():
-            if result.error is not None:
-                raise result.error
-            out[result.seq_id].append(result.token)  # type: ignore[arg-type]
-            if len(out[result.seq_id]) == lengths[result.seq_id]:
-                batcher.finish(result.seq_id)
-                done.add(result.seq_id)
-        step += 1
-    return out
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
@@ -84,9 +58,10 @@ def measure(backend: TorchBackend, story: list[int], kind: str, cases: int, seed
                 prompts.append([rng.randrange(3, 512) for _ in range(size)])
         joins = [rng.randint(0, 12) for _ in prompts]
         lengths = [rng.randint(16, 32) for _ in prompts]
-        together = run(backend, prompts, joins, lengths)
+        batcher = backend.batcher(len(prompts))
+        together = run_together(batcher, prompts, [GREEDY] * count, joins, lengths)
         for i, prompt in enumerate(prompts):
-            alone = run(backend, [prompt], [0], [lengths[i]])[0]
+            alone = run_alone(backend.batcher(1), prompt, GREEDY, lengths[i])
             compared += 1
             if (at := first_difference(together[i], alone)) is not None:
                 where.append(at)

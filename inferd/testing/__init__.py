@@ -10,6 +10,8 @@
 - `scrape_metrics(base)`, `metric_value(text, name, **labels)`: read /metrics.
 - `settle(app)`: wait for the plugins' async lifecycle hooks to run.
 - `parse_sse(body)`: Server-Sent Events as a client reads them.
+- `batching.run_alone` / `batching.run_together`: drive a Batcher (a backend's own
+  engine) with requests joining and leaving at given steps.
 
 Needs the `testing` extra: `pip install 'inferd[testing]'`.
 """
