@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,11 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 from websockets.asyncio.client import connect
 
+from inferd.sse import as_received
 from inferd.testing.sse import parse_sse
 
-# SSE has no way to send a carriage return: inferd's streams end a line there, and a
-# client joins the lines of an event with LF (inferd/sse.py). Stored text keeps it.
-_SSE_LINE_END = re.compile(r"\r\n|\r")
 TURNS_PER_SESSION = 12  # then the session is deleted: histories stay far below max_messages
 PROMPTS = ("Once upon a time", "The little dog", "Lily and Ben went", "One day, the sun")
 BAD_BODIES = (
@@ -241,8 +238,8 @@ def _compare(expected: list[Expected], stored: list[dict[str, str]]) -> tuple[li
     corrupted = []
     for index, (want, got) in enumerate(zip(expected, stored, strict=False)):
         content = got.get("content", "")
-        if want.over_sse:  # what an SSE client can receive of the stored text
-            content = _SSE_LINE_END.sub("\n", content)
+        if want.over_sse:  # SSE cannot carry a CR; the stored text keeps it
+            content = as_received(content)
         if got.get("role") != want.role:
             corrupted.append(f"message {index}: role {got.get('role')!r}, not {want.role!r}")
         elif want.prefix_only and not content.startswith(want.content):

@@ -21,6 +21,11 @@ USAGE_HEADER = "X-Include-Usage"  # request header: "true" asks for usage_commen
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def as_received(text: str) -> str:
+    """What an SSE client reads of `text` sent as token events: each line end as LF."""
+    return _LINE_END.sub("\n", text)
+
+
 def data_lines(text: str) -> str:
     return "".join(f"data: {line}\n" for line in _LINE_END.split(text))
 

@@ -49,6 +49,11 @@ def test_carriage_returns_do_not_lose_text():
     assert parse_sse(body).text == "one\ntwothree\nfour"
 
 
+def test_as_received_is_what_a_client_reads_of_a_token_event():
+    text = "one\rtwo\r\nthree\nfour"
+    assert sse.as_received(text) == parse_sse(sse.token_event(text)).text == "one\ntwo\nthree\nfour"
+
+
 def test_named_event_carries_its_name_and_data():
     framed = sse.named_event("error", "fake failure")
     assert framed == "event: error\ndata: fake failure\n\n"
