@@ -8,11 +8,13 @@ the per-step StepLayout arrives through the forward's keyword arguments. The fun
 stores the new keys and values in the cache and attends each sequence to its own:
 
 - decode rows together: their cached keys gathered into one padded (kv_heads, rows,
-  length, head_dim) batch with a mask for the shorter rows, two batched matmuls -- in two
-  such groups, each padded to its own longest, where the rows' lengths differ enough
-  (decode_split);
-- each prefill chunk on its own: its sequence's keys so far, causal from its offset;
-  adjacent new prompts of one length (a burst) in one batched call.
+  length, head_dim) batch with a mask for the shorter rows -- in two such groups, each
+  padded to its own longest, where the rows' lengths differ enough (decode_split);
+- each prefill chunk on its own: its sequence's keys so far, causal from its offset.
+
+Both in fixed blocks (backends/torch_attention_blocks.py), so that a query's result is
+the same bits however its row is padded or its prompt chunked: batched, a request
+decodes the tokens it decodes alone.
 
 The model is called without a transformers Cache (use_cache=False): this function is
 the cache's only reader and writer, so transformers builds no mask and no cache of its own.
@@ -24,10 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface
 
-from inferd.backends.torch_kv_cache import KVCache, as_cached
+from inferd.backends.torch_attention_blocks import (
+    KEY_BLOCK,
+    attend_chunk,
+    attend_rows,
+    padded_length,
+)
+from inferd.backends.torch_kv_cache import NULL_SLOT, KVCache
 
 ATTENTION_NAME = "inferd_paged"
 LAYOUT_KWARG = "inferd_layout"
@@ -44,6 +51,25 @@ class PrefillChunk:
     length: int
     kv_slots: torch.Tensor  # slots of all its positions up to the chunk's end
     mask: torch.Tensor | None  # (length, kv) causal from the chunk's offset; None if none cached
+    # what the attention reads: kv_slots padded to a multiple of KEY_BLOCK with block 0's
+    # first slot (zeros), and the mask as (length, padded) 0 / -inf, padding masked
+    key_slots: torch.Tensor = field(init=False)
+    key_mask: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        positions = len(self.kv_slots)
+        padded = padded_length(positions)
+        device = self.kv_slots.device
+        padding = torch.full((padded - positions,), NULL_SLOT, device=device)
+        self.key_slots = torch.cat([self.kv_slots, padding.to(self.kv_slots.dtype)])
+        if self.mask is None:  # nothing cached: causal over its own positions
+            visible = torch.ones(self.length, self.length, dtype=torch.bool, device=device).tril()
+        else:
+            visible = self.mask
+        key_mask = torch.full((self.length, padded), float("-inf"), device=device)
+        self.key_mask = key_mask.masked_fill_(
+            torch.nn.functional.pad(visible, (0, padded - positions)), 0.0
+        )
 
 
 @dataclass(slots=True)
@@ -90,90 +116,29 @@ def paged_attention(
     out = query.new_empty((tokens, heads, head_dim))
     if layout.num_decode:
         out[: layout.num_decode] = _decode_attention(layout, layer, query, scaling)
-    groups = chunk_groups(layout.prefills)
-    # a chunk with nothing cached before it attends to its own new keys and values
-    # only, as the cache holds them (the others read theirs back from the cache)
-    if any(group[0].mask is None for group in groups):
-        key, value = as_cached(key, layout.cache.dtype), as_cached(value, layout.cache.dtype)
-    for group in groups:
-        if group[0].mask is None:
-            end = group[-1].start + group[-1].length
-            out[group[0].start : end] = _attend_fresh(query, key, value, group, scaling)
-            continue
-        for chunk in group:
-            end = chunk.start + chunk.length
-            out[chunk.start : end] = _attend_cached(layout, layer, query, chunk, scaling)
+    for chunk in layout.prefills:
+        end = chunk.start + chunk.length
+        out[chunk.start : end] = _attend_chunk(layout, layer, query, chunk, scaling)
     return out.unsqueeze(0), None
 
 
-def chunk_groups(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
-    """The step's prompt chunks in groups that attend in one call: a run of adjacent
-    chunks of one length with nothing cached before them (a burst of new prompts of a
-    length); any other chunk alone."""
-    groups: list[list[PrefillChunk]] = []
-    for chunk in chunks:
-        last = groups[-1][-1] if groups else None
-        if (
-            last is not None
-            and chunk.mask is None
-            and last.mask is None
-            and chunk.length == last.length
-            and chunk.start == last.start + last.length
-        ):
-            groups[-1].append(chunk)
-        else:
-            groups.append([chunk])
-    return groups
-
-
-def _attend_cached(
+def _attend_chunk(
     layout: StepLayout,
     layer: int,
     query: torch.Tensor,
     chunk: PrefillChunk,
     scaling: float | None,
 ) -> torch.Tensor:
-    """One chunk over its sequence's cached keys and values, causal from its offset:
-    (length, heads, head_dim)."""
-    keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.kv_slots))
-    attended = F.scaled_dot_product_attention(
-        query[:, :, chunk.start : chunk.start + chunk.length],
-        keys.unsqueeze(0),
-        values.unsqueeze(0),
-        attn_mask=chunk.mask,
-        is_causal=chunk.mask is None,
-        scale=scaling,
-        enable_gqa=True,
-    )
-    return attended[0].transpose(0, 1)
-
-
-def _attend_fresh(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    group: list[PrefillChunk],
-    scaling: float | None,
-) -> torch.Tensor:
-    """Adjacent chunks of one length with nothing cached before them, each causal over
-    its own new keys and values, as one batch of one call: (tokens, heads, head_dim).
-    Per chunk the same, bit for bit, as a call each; 8 chunks of 64 tokens measured
-    1.4x faster (Qwen2.5-0.5B's heads, 2 cores)."""
-    start, count, length = group[0].start, len(group), group[0].length
-    end = start + count * length
-
-    def per_chunk(tensor: torch.Tensor) -> torch.Tensor:  # (count, heads, length, head_dim)
-        return tensor[0, :, start:end].unflatten(1, (count, length)).transpose(0, 1)
-
-    attended = F.scaled_dot_product_attention(
-        per_chunk(query),
-        per_chunk(key),
-        per_chunk(value),
-        is_causal=True,
-        scale=scaling,
-        enable_gqa=True,
-    )
-    return attended.transpose(1, 2).flatten(0, 1)
+    """One chunk over its sequence's keys and values as the cache holds them (its own
+    just written), causal from its offset: (length, heads, head_dim)."""
+    keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.key_slots))
+    heads, head_dim = query.shape[1], query.shape[3]
+    kv_heads = keys.shape[0]
+    queries = query[0, :, chunk.start : chunk.start + chunk.length]  # (heads, length, d)
+    queries = queries.reshape(kv_heads, heads // kv_heads, chunk.length, head_dim)
+    scale = scaling if scaling is not None else head_dim**-0.5
+    attended = attend_chunk(queries.transpose(1, 2) * scale, keys, values, chunk.key_mask)
+    return attended.permute(1, 0, 2, 3).reshape(chunk.length, heads, head_dim)
 
 
 def _decode_attention(
@@ -183,7 +148,8 @@ def _decode_attention(
     return attend_decode_groups(
         query[0, :, : layout.num_decode],
         layout.decode_groups(),
-        lambda slots: layout.cache.gather(layer, slots),  # (kv, rows, length, d) each
+        # (kv, rows, blocks, KEY_BLOCK, d) each
+        lambda slots: layout.cache.gather(layer, slots.unflatten(1, (-1, KEY_BLOCK))),
         scaling,
     )
 
@@ -218,9 +184,8 @@ def attend_decode_groups(
     """attend_decode over groups of consecutive rows, each with its own padded slots
     (rows_i, length_i) and mask (StepLayout.decode_groups): (rows, heads, head_dim) from
     the queries (heads, rows, head_dim). `gather(slots)` gives a group's keys and values
-    (kv_heads, rows_i, length_i, head_dim). A row's result depends on its own padding only
-    as padding to any length does: masked positions add zeros, in an order the matmuls'
-    blocking may round differently."""
+    in whole blocks, (kv_heads, rows_i, blocks_i, KEY_BLOCK, head_dim). A row's result is
+    the same bits whatever group it is in and however long its group's longest row."""
     parts: list[torch.Tensor] = []
     start = 0
     for index, (slots, mask) in enumerate(groups):
@@ -247,41 +212,21 @@ def attend_decode(
     scaling: float | None,
 ) -> torch.Tensor:
     """Single-token queries (heads, rows, head_dim) against their rows' gathered keys and
-    values (kv_heads, rows, length, head_dim), masked by (1, rows, 1, length) 0 / -inf:
-    (rows, heads, head_dim).
+    values in whole blocks (kv_heads, rows, blocks, KEY_BLOCK, head_dim), masked by
+    (1, rows, 1, blocks * KEY_BLOCK) 0 / -inf: (rows, heads, head_dim).
 
-    Two batched matrix products over (kv_head, row), each query head grouped under its
-    key/value head, measured 2x faster than scaled_dot_product_attention (with
-    enable_gqa or repeated heads) for single-token queries on a CPU.
-
-    The products are bmm over (kv_head, row) pairs flattened into one batch dimension,
-    the scores queries x keys^T with the keys a transposed view of their gathered rows,
-    which BLAS reads as such. Compiled (backends/torch_compiled_decode.py), a 4-d matmul
-    over the transposed keys made inductor copy them into that layout one scalar at a
-    time (it could not prove the flattening of an unbacked row count a view); flattened
-    first, they are gathered row by row and never copied again. Against the earlier
-    workaround, scores as keys x queries (whose narrow side of 7 query heads a key head
-    BLAS multiplies at half speed), decode steps ran 1.18x faster for one row over 1,500
-    cached tokens, 1.55x for 8 rows over 1,500, 1.41x for 32 over 300, 1.20x for 8 over
-    200 and 1.04x for one over 64 (Qwen2.5-0.5B's heads, int8, 2 cores; in-process A/B,
-    docs/engine-benchmarks.md).
-    """
+    Batched matrix products over (kv_head, row), each query head grouped under its
+    key/value head (backends/torch_attention_blocks.py): measured 2x faster than
+    scaled_dot_product_attention for single-token queries on a CPU, and 1.04-1.55x
+    faster than scores as keys x queries (docs/engine-benchmarks.md)."""
     heads, rows, head_dim = query.shape
-    kv_heads, _, length, _ = keys.shape
+    kv_heads = keys.shape[0]
     group = heads // kv_heads
     scale = scaling if scaling is not None else head_dim**-0.5
-    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d) -> (kv * rows, group, d)
-    q = (query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale).flatten(0, 1)
-    # flattened by their own sizes: compiled, a row count taken from the queries (a
-    # group's "the rest") would not prove the flattening a view, and inductor copies
-    scores = torch.bmm(q, keys.flatten(0, 1).transpose(1, 2))  # (kv * rows, group, length)
-    scores = scores.view(kv_heads, -1, group, length)
-    if mask is not None:
-        scores = scores + mask
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
-    attended = torch.bmm(weights.flatten(0, 1), values.flatten(0, 1))  # (kv * rows, group, d)
-    attended = attended.view(kv_heads, -1, group, head_dim).permute(1, 0, 2, 3)
-    return attended.reshape(rows, heads, head_dim)
+    # (heads, rows, d) -> (kv, group, rows, d) -> (kv, rows, group, d)
+    grouped = query.reshape(kv_heads, group, rows, head_dim).transpose(1, 2) * scale
+    attended = attend_rows(grouped, keys, values, mask)  # (kv, rows, group, d)
+    return attended.permute(1, 0, 2, 3).reshape(rows, heads, head_dim)
 
 
 AttentionInterface.register(ATTENTION_NAME, paged_attention)

@@ -36,6 +36,7 @@ import torch
 from torch._dynamo.decorators import mark_unbacked
 
 from inferd.backends.torch_attention import StepLayout, attend_decode_groups
+from inferd.backends.torch_attention_blocks import KEY_BLOCK, padded_length
 from inferd.backends.torch_decoder import LeanDecoder, layer_inputs, layer_output
 from inferd.backends.torch_kv_cache import KVCache, gather_slots, write_slots
 
@@ -75,10 +76,12 @@ def decode_layers(
 ) -> torch.Tensor:
     """Decoder layers over (1, rows, hidden) single-token rows, each writing its key and
     value at `slots` and attending to its positions in `groups` (StepLayout.decode_groups:
-    one or two groups of consecutive rows, each (rows_i, length_i) slots and a
-    (1, rows_i, 1, length_i) mask); `keys`/`values` are the layers' cache tensors. What
+    one or two groups of consecutive rows, each (rows_i, blocks_i, KEY_BLOCK) slots and a
+    (1, rows_i, 1, blocks_i, KEY_BLOCK) mask); `keys`/`values` are the layers' cache
+    tensors. What
     LeanDecoder does for decode rows, in plain tensor operations for torch.compile."""
     rows = hidden.shape[1]
+    groups = [(slots, mask.flatten(3)) for slots, mask in groups]  # slots in whole blocks
     if len(groups) == 2:  # the groups' rows make up the step's (unbacked sizes all)
         head = groups[0][0].shape[0]
         torch._check(head <= rows)
@@ -91,7 +94,7 @@ def decode_layers(
             query[0],
             groups,
             lambda group_slots, k=layer_keys, v=layer_values: (
-                gather_slots(k, group_slots),
+                gather_slots(k, group_slots),  # (kv, rows_i, blocks_i, KEY_BLOCK, d)
                 gather_slots(v, group_slots),
             ),
             layer.self_attn.scaling,
@@ -130,7 +133,7 @@ class CompiledDecode:
         assert layout.num_decode == input_ids.shape[1] and not layout.prefills
         hidden, cos, sin = self.decoder.embed(input_ids, position_ids)
         # The rows as an unbacked size: unlike a dynamic one, never specialized to 1, so a
-        # row alone runs the very loops it runs in a batch. The cache length is dynamic.
+        # row alone runs the very loops it runs in a batch.
         for tensor, dim in ((hidden, 1), (cos, 1), (sin, 1), (layout.slots, 0)):
             mark_unbacked(tensor, dim, shape_id="rows")
         row_groups = layout.decode_groups()
@@ -143,10 +146,14 @@ class CompiledDecode:
                 )
             # one group: all the rows; two (two graphs): each its own unbacked count
             rows = "rows" if len(row_groups) == 1 else f"group{index}"
+            # the cache length as whole key blocks, which the blocks' sums need to know
+            # (a dynamic length would be specialized to the probe's); unbacked, so that
+            # one block runs the loops many do
+            slots, mask = slots.unflatten(1, (-1, KEY_BLOCK)), mask.unflatten(3, (-1, KEY_BLOCK))
             mark_unbacked(slots, 0, shape_id=rows)
             mark_unbacked(mask, 1, shape_id=rows)
-            torch._dynamo.mark_dynamic(slots, 1)
-            torch._dynamo.mark_dynamic(mask, 3)
+            mark_unbacked(slots, 1, shape_id=f"{rows}_blocks")
+            mark_unbacked(mask, 3, shape_id=f"{rows}_blocks")
             row_groups[index] = (slots, mask)
         for group in self._groups:
             hidden = self._layers(
@@ -276,7 +283,7 @@ def probe_inputs(
         write_slots(tensor, region, noise.to(device=device, dtype=tensor.dtype))
     if sum(lengths) > _PROBE_SLOTS:
         raise ValueError(f"probe rows of {sum(lengths)} positions; {_PROBE_SLOTS} at most")
-    rows, longest = len(lengths), max(lengths)
+    rows, longest = len(lengths), padded_length(max(lengths))
     decode_slots = torch.zeros((rows, longest), dtype=torch.long)
     mask = torch.full((1, rows, 1, longest), float("-inf"), dtype=cache.dtype)
     start = size
@@ -288,7 +295,7 @@ def probe_inputs(
     layout = StepLayout(cache, decode_slots[torch.arange(rows), last].to(device))
     layout.num_decode = rows
     if split:
-        head = max(lengths[:split])
+        head = padded_length(max(lengths[:split]))
 
         def fresh(tensor: torch.Tensor) -> torch.Tensor:  # strides of its own, as the runner's
             return tensor.clone(memory_format=torch.contiguous_format).to(device)

@@ -85,7 +85,7 @@ def prefill_probe_inputs(
     """One prompt chunk of `tokens` after as many cached positions, in the probe slots of
     backends/torch_compiled_decode.py (random keys and values, nothing left behind)."""
     ids, _, _, decode_layout = probe_inputs(decoder, cache, (2 * tokens,))
-    slots = decode_layout.decode_slots[0]
+    slots = decode_layout.decode_slots[0, : 2 * tokens]  # without its padding
     device = slots.device
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(decoder.embed_tokens.num_embeddings, (1, tokens), generator=generator)

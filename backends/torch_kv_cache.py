@@ -22,6 +22,7 @@ import torch
 from transformers import PretrainedConfig
 
 NULL_BLOCK = 0
+NULL_SLOT = 0  # NULL_BLOCK's first slot, whatever the block size
 
 
 class KVCache:

@@ -17,10 +17,11 @@ import torch
 from transformers import PreTrainedModel
 
 from inferd.backends.torch_attention import LAYOUT_KWARG, PrefillChunk, StepLayout, decode_split
+from inferd.backends.torch_attention_blocks import padded_length
 from inferd.backends.torch_compiled_decode import compiled_decode
 from inferd.backends.torch_compiled_prefill import compiled_prefill
 from inferd.backends.torch_decoder import lean_decoder
-from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache
+from inferd.backends.torch_kv_cache import NULL_BLOCK, NULL_SLOT, KVCache
 from inferd.sequence import SequenceState
 
 
@@ -200,22 +201,23 @@ class ModelRunner:
         layout.decode_tail_slots, layout.decode_tail_mask = self._padded_rows(seqs[split:])
 
     def _padded_rows(self, seqs: list[SequenceState]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(slots, mask) of one padded gather: (rows, longest) slots, the padding in block
-        0, and a (1, rows, 1, longest) 0 / -inf mask where the rows' lengths differ."""
+        """(slots, mask) of one padded gather: (rows, padded) slots, `padded` the longest
+        row's length up to a multiple of KEY_BLOCK, the padding in block 0, and a
+        (1, rows, 1, padded) 0 / -inf mask where any row is padded."""
         lengths = [seq.num_computed + 1 for seq in seqs]
-        longest = max(lengths)
+        padded = padded_length(max(lengths))
         size = self.cache.block_size
-        width = -(-longest // size)
+        width = -(-padded // size)
         table = torch.full((len(seqs), width), NULL_BLOCK, dtype=torch.long)
         for row, seq in enumerate(seqs):
             blocks = seq.blocks[:width]
             table[row, : len(blocks)] = torch.tensor(blocks)
         slots = (table[:, :, None] * size + self._block_offsets).view(len(seqs), -1)
-        slots = slots[:, :longest]
+        slots = slots[:, :padded]
         mask = None
-        if min(lengths) != longest:
-            valid = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
-            slots = torch.where(valid, slots, NULL_BLOCK * size)
+        if min(lengths) != padded:
+            valid = torch.arange(padded)[None, :] < torch.tensor(lengths)[:, None]
+            slots = torch.where(valid, slots, NULL_SLOT)
             mask = torch.zeros(valid.shape, dtype=self.cache.dtype)
             mask = mask.masked_fill(~valid, float("-inf"))
             mask = self._to_device(mask[None, :, None, :])

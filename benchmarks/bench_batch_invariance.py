@@ -12,9 +12,13 @@ tie, that flips the greedy pick -- and int8 turns a last-bit change into a whole
 quantization step where an activation sits at a rounding boundary.
 
 Prompts are either slices of a real story (peaked next-token scores, the usual case)
-or random token ids (flat scores, near-ties everywhere: the worst case).
+or random token ids (flat scores, near-ties everywhere: the worst case). The model is
+stories260K (heads of 8) unless `--model qwen-small` picks a random Qwen2 of 8 layers
+with heads of 64 as real models have (built once into ~/.cache/inferd-bench), whose
+random weights make every next-token choice a near-tie.
 
     python benchmarks/bench_batch_invariance.py [--cases 60] [--precisions fp32,int8]
+        [--model stories260K-folder | qwen-small]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from random_models import SMALL, cached_random_qwen
 
 from inferd.backends.base import EngineOptions, SamplingParams
 from inferd.backends.torch_backend import TorchBackend
@@ -70,14 +75,21 @@ def measure(backend: TorchBackend, story: list[int], kind: str, cases: int, seed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=STORIES, help="default: stories260K")
+    parser.add_argument(
+        "--model", default=str(STORIES), help="a model folder or qwen-small; default: stories260K"
+    )
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--cases", type=int, default=60, help="per precision and prompt kind")
     parser.add_argument("--compile", action="store_true", help="compiled steps (torch.compile)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the same kernels' blocking for every run; and quicker here
-    print(f"{args.model.name}, {args.cases} cases of 2-5 greedy requests each, 16-32 tokens")
+    model = Path(args.model)
+    if args.model == "qwen-small":
+        model = cached_random_qwen(
+            Path.home() / ".cache" / "inferd-bench" / "qwen-small-random", SMALL
+        )
+    print(f"{model.name}, {args.cases} cases of 2-5 greedy requests each, 16-32 tokens")
     print(f"{'precision':>9} {'prompts':>7} {'requests':>8} {'differ':>7} {'share':>6}  "
           "first differing token (median, min)")  # fmt: skip
     for precision in args.precisions.split(","):
@@ -88,7 +100,7 @@ def main() -> None:
             max_batch_tokens=16,
             compile=args.compile,
         )
-        backend = TorchBackend(str(args.model), "cpu", precision, options=options)
+        backend = TorchBackend(str(model), "cpu", precision, options=options)
         backend.load()
         story = backend.encode_text(STORY)
         for kind in ("story", "random"):

@@ -2,7 +2,8 @@
 
 Sequences of different lengths, scattered over non-contiguous blocks, attend through
 the paged cache -- decode rows padded together, and a prefill chunk at an offset --
-and must get what scaled_dot_product_attention gives each one on its own keys.
+and must get what scaled_dot_product_attention gives each one on its own keys, and
+the same bits as each gets on its own through the cache.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from inferd.backends.torch_attention import (
     PrefillChunk,
     StepLayout,
     attend_decode,
-    chunk_groups,
     paged_attention,
 )
-from inferd.backends.torch_kv_cache import NULL_BLOCK, KVCache, as_cached
+from inferd.backends.torch_attention_blocks import KEY_BLOCK, padded_length
+from inferd.backends.torch_kv_cache import NULL_SLOT, KVCache, as_cached
 
 HEADS, KV_HEADS, DIM, SIZE = 4, 2, 8, 4
 
@@ -61,8 +62,8 @@ def test_decode_rows_and_a_prefill_chunk_match_attention_over_each_sequence():
     order = [0, 1, 2]  # decode rows first, then the chunk: the packed row of one step
     step_slots = torch.cat([slots(tables[s], cached[s], cached[s] + new[s]) for s in order])
     lengths = [cached[s] + 1 for s in (0, 1)]
-    decode_slots = torch.full((2, max(lengths)), NULL_BLOCK * SIZE)
-    mask = torch.zeros(2, max(lengths))
+    decode_slots = torch.full((2, padded_length(max(lengths))), NULL_SLOT)
+    mask = torch.zeros(2, padded_length(max(lengths)))
     for row, s in enumerate((0, 1)):
         decode_slots[row, : lengths[row]] = slots(tables[s], 0, lengths[row])
         mask[row, lengths[row] :] = float("-inf")
@@ -90,27 +91,13 @@ def fresh_chunk(start: int, length: int, first_slot: int) -> PrefillChunk:
     return PrefillChunk(start, length, torch.arange(first_slot, first_slot + length), None)
 
 
-def test_adjacent_new_prompts_of_one_length_attend_as_one_group():
-    a, b, c = fresh_chunk(0, 4, 4), fresh_chunk(4, 4, 8), fresh_chunk(8, 4, 12)
-    shorter, after = fresh_chunk(12, 3, 16), fresh_chunk(15, 3, 20)
-    cached = PrefillChunk(18, 3, torch.arange(24, 30), torch.ones(3, 6, dtype=torch.bool))
-    last = fresh_chunk(21, 3, 32)
-    assert chunk_groups([a, b, c, shorter, after, cached, last]) == [
-        [a, b, c],
-        [shorter, after],
-        [cached],  # a chunk after a cached prefix attends on its own
-        [last],
-    ]
-    assert chunk_groups([a, c]) == [[a], [c]]  # not adjacent in the step's row
-
-
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone(cache_dtype):
-    """In a bfloat16 cache too (int8's): the new prompts' own keys and values are taken
-    as the cache holds them, so reading them back gives the very same output."""
+    """In a bfloat16 cache too (int8's): the new prompts' keys and values are read back
+    as the cache holds them, so a prompt's output is the same bits in a step of its own."""
     torch.manual_seed(1)
     cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=cache_dtype, device=torch.device("cpu"))
-    lengths = [5, 5, 5, 3]  # three grouped, the fourth alone
+    lengths = [5, 5, 5, 3]
     tokens = sum(lengths)
     query = torch.randn(1, HEADS, tokens, DIM)
     key, value = torch.randn(1, KV_HEADS, tokens, DIM), torch.randn(1, KV_HEADS, tokens, DIM)
@@ -135,35 +122,61 @@ def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone(cache_dtype
             **{LAYOUT_KWARG: StepLayout(cache, chunk.kv_slots, prefills=[own])},
         )
         assert torch.equal(together[0, rows], alone[0])
-        # and as over the keys and values read back from the cache
-        from_cache = torch_attention._attend_cached(layout, 0, query, chunk, DIM**-0.5)
-        assert torch.equal(together[0, rows], from_cache)
         cached_key, cached_value = as_cached(key, cache_dtype), as_cached(value, cache_dtype)
         expected = reference(query[0, :, rows], cached_key[0, :, rows], cached_value[0, :, rows], 0)
         torch.testing.assert_close(alone[0], expected)
+
+
+def test_a_prompt_in_two_chunks_attends_exactly_as_in_one():
+    """The second chunk after the first one's cached keys: the same bits as one chunk."""
+    torch.manual_seed(2)
+    cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=torch.float32, device=torch.device("cpu"))
+    tokens, cut = 11, 4
+    query = torch.randn(1, HEADS, tokens, DIM)
+    key, value = torch.randn(1, KV_HEADS, tokens, DIM), torch.randn(1, KV_HEADS, tokens, DIM)
+    slots = torch.arange(SIZE, SIZE + tokens)
+
+    def attend(start: int, end: int) -> torch.Tensor:
+        mask = torch.arange(end)[None, :] <= torch.arange(start, end)[:, None] if start else None
+        chunk = PrefillChunk(0, end - start, slots[:end], mask)
+        layout = StepLayout(cache, slots[start:end], prefills=[chunk])
+        out, _ = paged_attention(
+            Layer(),
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            None,
+            scaling=DIM**-0.5,
+            **{LAYOUT_KWARG: layout},
+        )
+        return out[0]
+
+    whole = attend(0, tokens)
+    assert torch.equal(torch.cat([attend(0, cut), attend(cut, tokens)]), whole)
 
 
 def test_decode_attention_never_reads_a_shorter_rows_padding():
     """Rows padded to the longest of a batch: whatever the padding positions hold, the
     masked rows' results do not change, and a row without padding gets what it gets alone."""
     torch.manual_seed(0)
-    heads, kv_heads, rows, length, head_dim = 14, 2, 3, 40, 64
+    heads, kv_heads, rows, length, head_dim = 14, 2, 3, 64, 64
     query = torch.randn(heads, rows, head_dim)
     keys = torch.randn(kv_heads, rows, length, head_dim)
     values = torch.randn(kv_heads, rows, length, head_dim)
-    lengths = torch.tensor([40, 17, 1])
+    lengths = torch.tensor([64, 17, 1])
     mask = torch.zeros(1, rows, 1, length)
     mask[0, :, 0][torch.arange(length)[None] >= lengths[:, None]] = float("-inf")
+    keys, values = (t.unflatten(2, (-1, KEY_BLOCK)) for t in (keys, values))
     attended = attend_decode(query, keys, values, mask, 0.125)
     assert attended.shape == (rows, heads, head_dim)
     padded = values.clone()
-    padded[:, 1, 17:] = 1e4  # what a shorter row's padding block could hold
-    padded[:, 2, 1:] = -1e4
-    torch.testing.assert_close(attend_decode(query, keys, padded, mask, 0.125), attended)
+    padded.flatten(2, 3)[:, 1, 17:] = 1e4  # what a shorter row's padding block could hold
+    padded.flatten(2, 3)[:, 2, 1:] = -1e4
+    assert torch.equal(attend_decode(query, keys, padded, mask, 0.125), attended)
     alone = attend_decode(query[:, :1], keys[:, :1], values[:, :1], None, 0.125)
-    torch.testing.assert_close(alone, attended[:1])  # row 0 has no padding
-    one_position = attend_decode(query[:, 2:], keys[:, 2:, :1], values[:, 2:, :1], None, 0.125)
-    torch.testing.assert_close(one_position, attended[2:])
+    assert torch.equal(alone, attended[:1])  # row 0 has no padding
+    one_position = attend_decode(query[:, 2:], keys[:, 2:], values[:, 2:], mask[:, 2:], 0.125)
+    assert torch.equal(one_position, attended[2:])
 
 
 @pytest.mark.parametrize(
@@ -183,16 +196,15 @@ def test_decode_rows_split_in_two_groups_where_it_saves_padding(lengths, head):
 
 
 def test_decode_rows_in_two_groups_attend_exactly_as_in_one():
-    """Each group padded to its own longest: the rows' results those of one group padded
-    to the longest of all, up to the float rounding any padding changes (a row's own
-    padding, not the group it is in: the rows padded as before give the same bits)."""
+    """Each group padded to its own longest: the rows' results the same bits as in one
+    group padded to the longest of all."""
     torch.manual_seed(0)
     heads, kv_heads, head_dim, lengths = 14, 2, 64, [3, 5, 40, 33]
     cache = torch.randn(kv_heads, sum(lengths), head_dim)
     query = torch.randn(heads, len(lengths), head_dim)
 
     def group(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        longest = max(lengths[r] for r in rows)
+        longest = padded_length(max(lengths[r] for r in rows))
         slot_rows = torch.zeros(len(rows), longest, dtype=torch.long)
         mask = torch.full((1, len(rows), 1, longest), float("-inf"))
         for i, r in enumerate(rows):
@@ -202,10 +214,10 @@ def test_decode_rows_in_two_groups_attend_exactly_as_in_one():
 
     def gather(slot_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gathered = cache[:, slot_rows.reshape(-1)].view(kv_heads, *slot_rows.shape, head_dim)
+        gathered = gathered.unflatten(2, (-1, KEY_BLOCK))
         return gathered, gathered * 2
 
     one = torch_attention.attend_decode_groups(query, [group([0, 1, 2, 3])], gather, 0.125)
     two = torch_attention.attend_decode_groups(query, [group([0, 1]), group([2, 3])], gather, 0.125)
     assert two.shape == (len(lengths), heads, head_dim)
-    torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-6)
-    assert torch.equal(two[2:], one[2:])
+    assert torch.equal(two, one)

@@ -9,9 +9,10 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from inferd.backends import torch_compiled_decode
 from inferd.backends.torch_attention import StepLayout
+from inferd.backends.torch_attention_blocks import padded_length
 from inferd.backends.torch_compiled_decode import CompiledDecode, compiled_decode, probe_inputs
 from inferd.backends.torch_decoder import LeanDecoder
-from inferd.backends.torch_kv_cache import KVCache
+from inferd.backends.torch_kv_cache import NULL_SLOT, KVCache
 from inferd.backends.torch_quant import quantize
 from tests.tiny_models import QWEN_FAMILIES, tiny_model
 
@@ -117,10 +118,12 @@ def alone_as_in(batch_inputs, row: int):
             own = slots[row - start][mask[0, row - start, 0] == 0]
             break
         start += slots.shape[0]
+    padded = padded_length(own.shape[0])
     alone = StepLayout(layout.cache, own[-1:].clone())
     alone.num_decode = 1
-    alone.decode_slots = own[None].clone()
-    alone.decode_mask = torch.zeros((1, 1, 1, own.shape[0]), dtype=layout.cache.dtype)
+    alone.decode_slots = torch.cat([own, own.new_full((padded - own.shape[0],), NULL_SLOT)])[None]
+    alone.decode_mask = torch.full((1, 1, 1, padded), float("-inf"), dtype=layout.cache.dtype)
+    alone.decode_mask[..., : own.shape[0]] = 0
     one = slice(row, row + 1)
     return ids[:, one].clone(), positions[:, one].clone(), torch.arange(1), alone
 
