@@ -3,9 +3,9 @@
 Each weight row has its own scale; each token's activations are quantized to int8 with
 their own scale as they arrive (llama.cpp's q8_0 and vLLM's W8A8 do the same). The
 integer products are exact, so a token's products never depend on the other tokens of
-its step (the float work between them -- attention over padded rows or chunks -- may
-round differently, which moves an activation on a rounding boundary a whole step:
-docs/engine.md, "Batch invariance"). torch's `quantize_dynamic` (fbgemm) was measured
+its step. (The float work between them must not either: a last-bit change there moves
+an activation on a rounding boundary a whole step, which is why attention runs in
+fixed blocks: docs/engine.md, "Batch invariance".) torch's `quantize_dynamic` (fbgemm) was measured
 faster at 8+ rows, but its one activation scale per step ties every row to the others.
 
 Two kernels compute the same int32 products (bit for bit, tested):
