@@ -18,9 +18,11 @@ MKL on x86 (tests/test_torch_attention_blocks.py checks each on the machine it r
 
 So a call's keys are padded to a multiple of KEY_BLOCK (with masked positions) and its
 query rows to a multiple of QUERY_ROWS (with zero rows), and a decode row computes
-what the same position computes in any prompt chunk. The cost, measured against one
-product over the keys: ~7 us a layer for one row over 192 positions, ~15 us for 8 rows
-over 1,536 (Qwen2.5-0.5B's heads, 2 cores; benchmarks/bench_attention_blocks.py).
+what the same position computes in any prompt chunk. The cost (Qwen2.5-0.5B's heads, 2
+cores, eager; benchmarks/bench_attention_blocks.py): ~14 us a layer more for a step's
+decode rows than one product over the keys, a prompt chunk 1.0-1.2x the time of torch's
+fused scaled_dot_product_attention; the server's one stream and 8 streams measured
+level with it (docs/engine-benchmarks.md).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch._dynamo.utils import counters
 from inferd.backends import torch_attention, torch_backend, torch_batcher, torch_int8, torch_runner
 from inferd.backends.base import SamplingParams
 from inferd.backends.torch_attention import decode_split
+from inferd.backends.torch_attention_blocks import KEY_BLOCK
 from inferd.backends.torch_backend import EngineOptions, TorchBackend
 from inferd.backends.torch_batcher import TorchBatcher
 from inferd.backends.torch_int8 import onednn_int8_is_exact
@@ -199,9 +200,13 @@ def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(comp
     """Prompt chunks beside decoding streams (a step with both runs its decode rows in a
     pass of their own, a long prompt's chunk in stages between them) and sequences
     preempted and recomputed -- int8's keys and values kept in bfloat16, read back alike
-    by decode rows, chunks and whole prompts."""
+    by decode rows, chunks and whole prompts. Rows past one key block (64 positions) run
+    the graphs compiled at load too: the block count is an unbacked size. (The smaller
+    cache after them compiles graphs of its own: a cache's size is static.)"""
     assert batcher(compiled_stories).runner.cache.dtype == torch.bfloat16
+    graphs = counters["stats"]["unique_graphs"]
     prompts = ids(compiled_stories, *PROMPTS, LONG_PROMPT)
+    assert len(prompts[-1]) > KEY_BLOCK  # its rows past one block from the start
     alone = expected(compiled_stories, prompts, [GREEDY] * 5, 40)
     joins, lengths = (0, 0, 3, 7, 2), [40] * 5
     chunked = batcher(compiled_stories, max_batch_tokens=8)
@@ -215,6 +220,7 @@ def test_compiled_steps_keep_the_tokens_with_chunked_prompts_and_preemption(comp
     chunked.runner.run_staged = counted
     assert run_together(chunked, prompts, [GREEDY] * 5, joins, lengths) == alone
     assert staged and set(staged) == {torch_batcher.PREFILL_STAGES}
+    assert counters["stats"]["unique_graphs"] == graphs
     # 24 blocks of 4 cannot hold five sequences of ~48 tokens: some are preempted
     tight = batcher(compiled_stories, kv_cache_tokens=96, prefix_cache_tokens=0)
     assert run_together(tight, prompts[:4], [GREEDY] * 4, joins[:4], lengths[:4]) == alone[:4]
