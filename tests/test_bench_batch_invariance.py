@@ -32,3 +32,19 @@ def test_the_script_compares_batched_and_alone_requests_for_both_prompt_kinds():
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("fp32")]
     assert [row[1] for row in rows] == ["story", "random"]
     assert all(int(row[2]) >= 4 and 0 <= int(row[3]) <= int(row[2]) for row in rows)
+
+
+def test_shared_prompts_open_alike_and_the_others_do_not_need_to():
+    import random
+
+    from bench_batch_invariance import prompts_of
+
+    story = list(range(100, 300))  # no token repeats: a common prefix is a shared opening
+    for seed in range(5):
+        shared = prompts_of("shared", story, 4, random.Random(seed))
+        columns = enumerate(zip(*shared, strict=False))  # up to the shortest prompt
+        common = next((i for i, column in columns if len(set(column)) > 1), None)
+        common = min(map(len, shared)) if common is None else common
+        assert common >= 5
+        for kind in ("story", "random"):
+            assert all(2 <= len(p) <= 60 for p in prompts_of(kind, story, 4, random.Random(seed)))
