@@ -14,7 +14,8 @@ stores the new keys and values in the cache and attends each sequence to its own
 
 Both in fixed blocks (backends/torch_attention_blocks.py), so that a query's result is
 the same bits however its row is padded or its prompt chunked: batched, a request
-decodes the tokens it decodes alone.
+decodes the tokens it decodes alone. (On a GPU, prompt chunks take torch's fused
+attention instead: see _attend_chunk.)
 
 The model is called without a transformers Cache (use_cache=False): this function is
 the cache's only reader and writer, so transformers builds no mask and no cache of its own.
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from inferd.backends.torch_attention_blocks import (
@@ -130,15 +132,45 @@ def _attend_chunk(
     scaling: float | None,
 ) -> torch.Tensor:
     """One chunk over its sequence's keys and values as the cache holds them (its own
-    just written), causal from its offset: (length, heads, head_dim)."""
+    just written), causal from its offset: (length, heads, head_dim).
+
+    In blocks on a CPU, where that makes a query's result independent of the chunking.
+    On a GPU through scaled_dot_product_attention's fused kernels instead: bf16, CUDA's
+    default, is not batch-invariant anyway (its matmuls round by row count), and the
+    fused kernels never hold a chunk's scores in memory."""
     keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.key_slots))
     heads, head_dim = query.shape[1], query.shape[3]
     kv_heads = keys.shape[0]
+    if keys.device.type != "cpu":
+        return fused_chunk(
+            query[:, :, chunk.start : chunk.start + chunk.length], keys, values, chunk, scaling
+        )
     queries = query[0, :, chunk.start : chunk.start + chunk.length]  # (heads, length, d)
     queries = queries.reshape(kv_heads, heads // kv_heads, chunk.length, head_dim)
     scale = scaling if scaling is not None else head_dim**-0.5
     attended = attend_chunk(queries.transpose(1, 2) * scale, keys, values, chunk.key_mask)
     return attended.permute(1, 0, 2, 3).reshape(chunk.length, heads, head_dim)
+
+
+def fused_chunk(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    chunk: PrefillChunk,
+    scaling: float | None,
+) -> torch.Tensor:
+    """A chunk's (1, heads, length, head_dim) queries over its (kv_heads, padded,
+    head_dim) keys and values by scaled_dot_product_attention, the padding masked:
+    (length, heads, head_dim)."""
+    attended = F.scaled_dot_product_attention(
+        query,
+        keys.unsqueeze(0),
+        values.unsqueeze(0),
+        attn_mask=chunk.key_mask.to(query.dtype),
+        scale=scaling,
+        enable_gqa=True,
+    )
+    return attended[0].transpose(0, 1)
 
 
 def _decode_attention(

@@ -221,3 +221,28 @@ def test_decode_rows_in_two_groups_attend_exactly_as_in_one():
     two = torch_attention.attend_decode_groups(query, [group([0, 1]), group([2, 3])], gather, 0.125)
     assert two.shape == (len(lengths), heads, head_dim)
     assert torch.equal(two, one)
+
+
+def test_a_chunk_by_fused_attention_as_on_a_gpu_matches_the_blocks():
+    """fused_chunk (prompt chunks on CUDA) attends over the same padded keys and mask."""
+    torch.manual_seed(3)
+    cache = KVCache(1, KV_HEADS, DIM, 16, SIZE, dtype=torch.float32, device=torch.device("cpu"))
+    tokens, cached = 6, 9
+    slots = torch.arange(SIZE, SIZE + cached + tokens)
+    cache.write(
+        0,
+        slots,
+        torch.randn(KV_HEADS, cached + tokens, DIM),
+        torch.randn(KV_HEADS, cached + tokens, DIM),
+    )
+    mask = torch.arange(cached + tokens)[None, :] <= torch.arange(cached, cached + tokens)[:, None]
+    chunk = PrefillChunk(0, tokens, slots, mask)
+    layout = StepLayout(cache, slots[cached:], prefills=[chunk])
+    query = torch.randn(1, HEADS, tokens, DIM)
+    blocks = torch_attention._attend_chunk(layout, 0, query, chunk, DIM**-0.5)
+    keys, values = cache.gather(0, chunk.key_slots)
+    fused = torch_attention.fused_chunk(query, keys, values, chunk, DIM**-0.5)
+    torch.testing.assert_close(fused, blocks)
+    full_keys, full_values = cache.gather(0, slots)
+    expected = reference(query[0], full_keys, full_values, cached)
+    torch.testing.assert_close(fused, expected)
