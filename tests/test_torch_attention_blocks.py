@@ -134,26 +134,31 @@ def test_a_decode_row_computes_what_its_position_computes_in_a_prompt_chunk(shap
         assert torch.equal(row[:, 0, :], chunk[:, position]), (tokens, position)
 
 
-def test_a_chunk_too_large_for_its_scores_runs_in_parts_with_the_same_bits():
-    torch.manual_seed(4)
-    kv_heads, group, head_dim, tokens = 2, 7, 64, 300
+def new_prompt(tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query, keys, values, causal mask) of a prompt of `tokens` on Qwen2.5-0.5B's heads."""
+    kv_heads, group, head_dim = SHAPES["qwen2.5-0.5b"]
     length = padded_length(tokens)
     query = torch.randn(kv_heads, tokens, group, head_dim)
-    keys, values = torch.randn(kv_heads, length, head_dim), torch.randn(kv_heads, length, head_dim)
-    mask = causal_mask(0, tokens, length)
+    keys, values = torch.randn(2, kv_heads, length, head_dim)
+    return query, keys, values, causal_mask(0, tokens, length)
+
+
+def test_a_chunk_too_large_for_its_scores_runs_in_parts_with_the_same_bits():
+    torch.manual_seed(4)
+    query, keys, values, mask = new_prompt(300)
     whole = attend_chunk(query, keys, values, mask)
-    parts = attend_chunk(query, keys, values, mask, max_scores=kv_heads * group * length * 7)
+    kv_heads, _, group, _ = query.shape
+    seven_tokens = kv_heads * group * padded_length(300) * 7  # the scores of 7 tokens: 43 parts
+    parts = attend_chunk(query, keys, values, mask, max_scores=seven_tokens)
     assert torch.equal(parts, whole)
 
 
 def test_the_results_are_attention():
     """The blocks add up to softmax(q k^T) v, as scaled_dot_product_attention gives it."""
     torch.manual_seed(3)
-    kv_heads, group, head_dim, tokens = 2, 7, 64, 100
-    length = padded_length(tokens)
-    query = torch.randn(kv_heads, tokens, group, head_dim)
-    keys, values = torch.randn(kv_heads, length, head_dim), torch.randn(kv_heads, length, head_dim)
-    got = attend_chunk(query, keys, values, causal_mask(0, tokens, length))
+    query, keys, values, mask = new_prompt(100)
+    kv_heads, tokens, group, head_dim = query.shape
+    got = attend_chunk(query, keys, values, mask)
     expected = torch.nn.functional.scaled_dot_product_attention(
         query.permute(0, 2, 1, 3).reshape(1, kv_heads * group, tokens, head_dim),
         keys[None, :, :tokens],
