@@ -69,9 +69,7 @@ class PrefillChunk:
         else:
             visible = self.mask
         key_mask = torch.full((self.length, padded), float("-inf"), device=device)
-        self.key_mask = key_mask.masked_fill_(
-            torch.nn.functional.pad(visible, (0, padded - positions)), 0.0
-        )
+        self.key_mask = key_mask.masked_fill_(F.pad(visible, (0, padded - positions)), 0.0)
 
 
 @dataclass(slots=True)

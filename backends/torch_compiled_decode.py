@@ -78,8 +78,8 @@ def decode_layers(
     value at `slots` and attending to its positions in `groups` (StepLayout.decode_groups:
     one or two groups of consecutive rows, each (rows_i, blocks_i, KEY_BLOCK) slots and a
     (1, rows_i, 1, blocks_i, KEY_BLOCK) mask); `keys`/`values` are the layers' cache
-    tensors. What
-    LeanDecoder does for decode rows, in plain tensor operations for torch.compile."""
+    tensors. What LeanDecoder does for decode rows, in plain tensor operations for
+    torch.compile."""
     rows = hidden.shape[1]
     groups = [(slots, mask.flatten(3)) for slots, mask in groups]  # slots in whole blocks
     if len(groups) == 2:  # the groups' rows make up the step's (unbacked sizes all)
