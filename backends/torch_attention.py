@@ -52,9 +52,9 @@ class PrefillChunk:
     start: int
     length: int
     kv_slots: torch.Tensor  # slots of all its positions up to the chunk's end
-    mask: torch.Tensor | None  # (length, kv) causal from the chunk's offset; None if none cached
     # what the attention reads: kv_slots padded to a multiple of KEY_BLOCK with block 0's
-    # first slot (zeros), and the mask as (length, padded) 0 / -inf, padding masked
+    # first slot (zeros), and a (length, padded) 0 / -inf mask, causal from the chunk's
+    # offset (the positions cached before it), the padding masked
     key_slots: torch.Tensor = field(init=False)
     key_mask: torch.Tensor = field(init=False)
 
@@ -64,12 +64,13 @@ class PrefillChunk:
         device = self.kv_slots.device
         padding = torch.full((padded - positions,), NULL_SLOT, device=device)
         self.key_slots = torch.cat([self.kv_slots, padding.to(self.kv_slots.dtype)])
-        if self.mask is None:  # nothing cached: causal over its own positions
-            visible = torch.ones(self.length, self.length, dtype=torch.bool, device=device).tril()
-        else:
-            visible = self.mask
-        key_mask = torch.full((self.length, padded), float("-inf"), device=device)
-        self.key_mask = key_mask.masked_fill_(F.pad(visible, (0, padded - positions)), 0.0)
+        # query i sits at position offset + i and sees every position up to its own
+        offset = positions - self.length
+        columns = torch.arange(padded, device=device)[None, :]
+        rows = torch.arange(offset, positions, device=device)[:, None]
+        self.key_mask = torch.zeros((self.length, padded), device=device).masked_fill_(
+            columns > rows, float("-inf")
+        )
 
 
 @dataclass(slots=True)

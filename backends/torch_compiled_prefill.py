@@ -89,10 +89,8 @@ def prefill_probe_inputs(
     device = slots.device
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(decoder.embed_tokens.num_embeddings, (1, tokens), generator=generator)
-    columns = torch.arange(2 * tokens)[None, :]
-    mask = columns <= torch.arange(tokens, 2 * tokens)[:, None]  # causal after the cached half
     layout = StepLayout(cache, slots[tokens:])
-    layout.prefills.append(PrefillChunk(0, tokens, slots, mask.to(device)))
+    layout.prefills.append(PrefillChunk(0, tokens, slots))  # after the cached half
     positions = torch.arange(tokens, 2 * tokens, device=device)[None]
     keep = torch.tensor([0, tokens - 1], device=device)
     return ids.to(device), positions, keep, layout

@@ -217,7 +217,7 @@ def lean_decoder(model: PreTrainedModel, cache: KVCache) -> LeanDecoder | None:
 
     def layout() -> StepLayout:
         probe = StepLayout(scratch, slots)
-        probe.prefills.append(PrefillChunk(0, _PROBE_TOKENS, slots, None))
+        probe.prefills.append(PrefillChunk(0, _PROBE_TOKENS, slots))
         return probe
 
     with torch.inference_mode():

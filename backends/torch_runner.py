@@ -228,13 +228,7 @@ class ModelRunner:
     def _prefill_chunk(self, seq: SequenceState, start: int, count: int) -> PrefillChunk:
         offset = seq.num_computed
         kv_slots = self._to_device(self._slots_of(seq, 0, offset + count))
-        mask = None
-        if offset:
-            # query i sits at position offset + i and sees every position up to its own
-            columns = torch.arange(offset + count)[None, :]
-            mask = columns <= torch.arange(offset, offset + count)[:, None]
-            mask = self._to_device(mask)
-        return PrefillChunk(start, count, kv_slots, mask)
+        return PrefillChunk(start, count, kv_slots)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cpu":

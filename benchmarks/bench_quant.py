@@ -79,7 +79,7 @@ class Served:
             device=ids.device,
         )
         slots = torch.arange(tokens) + block
-        layout = StepLayout(cache, slots, prefills=[PrefillChunk(0, tokens, slots, None)])
+        layout = StepLayout(cache, slots, prefills=[PrefillChunk(0, tokens, slots)])
         positions = torch.arange(tokens)[None]
         return self.model(
             input_ids=ids, position_ids=positions, use_cache=False, **{LAYOUT_KWARG: layout}

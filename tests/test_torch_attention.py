@@ -70,8 +70,7 @@ def test_decode_rows_and_a_prefill_chunk_match_attention_over_each_sequence():
     chunk = PrefillChunk(
         start=2,
         length=5,
-        kv_slots=slots(tables[2], 0, 12),
-        mask=torch.arange(12)[None, :] <= torch.arange(7, 12)[:, None],
+        kv_slots=slots(tables[2], 0, 12),  # causal after the 7 cached
     )
     layout = StepLayout(cache, step_slots, 2, decode_slots, mask[None, :, None, :], [chunk])
     query = torch.cat([queries[s] for s in order], dim=1)[None]
@@ -87,8 +86,8 @@ def test_decode_rows_and_a_prefill_chunk_match_attention_over_each_sequence():
 
 
 def fresh_chunk(start: int, length: int, first_slot: int) -> PrefillChunk:
-    """A new prompt's first chunk: nothing cached before it (no mask)."""
-    return PrefillChunk(start, length, torch.arange(first_slot, first_slot + length), None)
+    """A new prompt's first chunk: nothing cached before it."""
+    return PrefillChunk(start, length, torch.arange(first_slot, first_slot + length))
 
 
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
@@ -111,7 +110,7 @@ def test_a_burst_of_new_prompts_attends_exactly_as_each_prompt_alone(cache_dtype
     )
     for chunk in chunks:
         rows = slice(chunk.start, chunk.start + chunk.length)
-        own = PrefillChunk(0, chunk.length, chunk.kv_slots, None)
+        own = PrefillChunk(0, chunk.length, chunk.kv_slots)
         alone, _ = paged_attention(
             Layer(),
             query[:, :, rows],
@@ -137,8 +136,7 @@ def test_a_prompt_in_two_chunks_attends_exactly_as_in_one():
     slots = torch.arange(SIZE, SIZE + tokens)
 
     def attend(start: int, end: int) -> torch.Tensor:
-        mask = torch.arange(end)[None, :] <= torch.arange(start, end)[:, None] if start else None
-        chunk = PrefillChunk(0, end - start, slots[:end], mask)
+        chunk = PrefillChunk(0, end - start, slots[:end])  # causal after `start` cached
         layout = StepLayout(cache, slots[start:end], prefills=[chunk])
         out, _ = paged_attention(
             Layer(),
@@ -235,8 +233,7 @@ def test_a_chunk_by_fused_attention_as_on_a_gpu_matches_the_blocks():
         torch.randn(KV_HEADS, cached + tokens, DIM),
         torch.randn(KV_HEADS, cached + tokens, DIM),
     )
-    mask = torch.arange(cached + tokens)[None, :] <= torch.arange(cached, cached + tokens)[:, None]
-    chunk = PrefillChunk(0, tokens, slots, mask)
+    chunk = PrefillChunk(0, tokens, slots)  # causal after `cached`
     layout = StepLayout(cache, slots[cached:], prefills=[chunk])
     query = torch.randn(1, HEADS, tokens, DIM)
     blocks = torch_attention._attend_chunk(layout, 0, query, chunk, DIM**-0.5)

@@ -76,7 +76,7 @@ def probe_step(model, cache):
 
     def layout() -> StepLayout:
         step = StepLayout(cache, slots)
-        step.prefills.append(PrefillChunk(0, 5, slots, None))
+        step.prefills.append(PrefillChunk(0, 5, slots))
         return step
 
     return ids, torch.arange(5)[None], layout
