@@ -61,6 +61,7 @@ PROBE_TOLERANCE = 0.1
 # A graph that does not compile or pass its probe with these is compiled without them.
 DECODE_OPTIONS: dict[str, dict[str, object]] = {"cpu": {"cpp_wrapper": True, "size_asserts": False}}
 _PROBE_SLOTS = 32  # the probe's cache slots, right after the padding block
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def decode_layers(
@@ -196,8 +197,20 @@ def compiled_for(
         # No guards on the modules' attributes: checking a graph's layers costs ~0.3 ms a call,
         # and a model's layers do not change after load (nor serve another's graphs).
         guards = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
-        by_function[key] = compiler(own, fullgraph=True, options={**guards, **(options or {})})
+        options = {**guards, **precision_options(model), **(options or {})}
+        by_function[key] = compiler(own, fullgraph=True, options=options)
     return by_function[key]
+
+
+def precision_options(model: torch.nn.Module) -> dict[str, object]:
+    """Inductor options for a model's activation dtype. In bf16 or fp16, every operation's
+    result is rounded to it as eagerly (emulate_precision_casts): a fused loop keeps
+    float32 between operations otherwise, and the decode graph and the prompt graphs,
+    fused differently, gave a token's keys other last bits -- 2 of 438 greedy requests
+    changed batched (stories260K bf16, benchmarks/bench_batch_invariance.py --compile),
+    0 with it."""
+    half = getattr(model, "dtype", None) in _HALF_DTYPES  # a PreTrainedModel's activations
+    return {"emulate_precision_casts": True} if half else {}
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:

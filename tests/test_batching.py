@@ -9,13 +9,21 @@ Block size 4 and small token budgets make short prompts cross all of those paths
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from inferd.backends import torch_attention, torch_backend, torch_batcher, torch_int8, torch_runner
+from inferd.backends import (
+    torch_attention,
+    torch_backend,
+    torch_batcher,
+    torch_int8,
+    torch_runner,
+    torch_sampler,
+)
 from inferd.backends.base import SamplingParams
 from inferd.backends.torch_attention import decode_split
 from inferd.backends.torch_attention_blocks import KEY_BLOCK
@@ -279,3 +287,52 @@ def test_the_size_that_compiles_by_default_is_the_checkpoints_in_every_format(
         monkeypatch.setattr(torch_backend, "AUTO_MIN_PARAMETERS", threshold)
         backend.batcher(8)
     assert asked == [True, False]
+
+
+BITWISE_CASES = 12  # without RowStableLinear, bf16 differed from the fifth on
+
+
+def random_cases(count: int):
+    """(prompts, joins, lengths) of `count` seeded cases: 2-5 prompts of random ids
+    (near-ties everywhere), joining at steps 0-12 and leaving after 16-32 tokens."""
+    rng = random.Random(0)
+    for _ in range(count):
+        n = rng.randint(2, 5)
+        prompts = [[rng.randrange(3, 512) for _ in range(rng.randint(2, 60))] for _ in range(n)]
+        yield (
+            prompts,
+            [rng.randint(0, 12) for _ in range(n)],
+            [rng.randint(16, 32) for _ in range(n)],
+        )
+
+
+@pytest.mark.parametrize("quantization", ["int8", "bf16"])
+def test_int8_and_bf16_logits_are_the_same_bits_alone_and_together(
+    stories_path: Path, monkeypatch: pytest.MonkeyPatch, quantization: str
+):
+    """Not only the tokens: every logit a sequence samples from, bit for bit. int8's
+    matmuls are exact integer products; bf16's are kept on oneDNN's many-row kernel
+    (torch_quant.RowStableLinear: without it, rows differed here)."""
+    backend = TorchBackend(str(stories_path), quantization=quantization, options=OPTIONS)
+    backend.load()
+    seen: dict[int, list[torch.Tensor]] = {}  # each sampled row's logits, by sequence
+    sample = torch_sampler.Sampler.sample
+
+    def recording(self, logits, seqs):
+        for row, seq in zip(logits, seqs, strict=True):
+            seen.setdefault(seq.seq_id, []).append(row.clone())
+        return sample(self, logits, seqs)
+
+    monkeypatch.setattr(torch_sampler.Sampler, "sample", recording)
+    bad = []
+    for case, (prompts, joins, lengths) in enumerate(random_cases(BITWISE_CASES)):
+        alone = []
+        for prompt, n in zip(prompts, lengths, strict=True):
+            run_alone(batcher(backend, prefix_cache_tokens=0), prompt, GREEDY, n)
+            alone.append(seen.pop(0))  # run_alone's sequence is 0
+        run_together(batcher(backend), prompts, [GREEDY] * len(prompts), joins, lengths)
+        for seq_id, logits in enumerate(alone):
+            if not all(map(torch.equal, logits, seen[seq_id])):
+                bad.append((case, seq_id))
+        seen.clear()
+    assert bad == []

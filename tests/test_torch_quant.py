@@ -14,6 +14,7 @@ from inferd.backends.torch_int8_embedding import Int8Embedding
 from inferd.backends.torch_quant import (
     Int4Linear,
     Int8Linear,
+    RowStableLinear,
     check_quantization,
     default_quantization,
     kv_cache_dtype,
@@ -77,6 +78,47 @@ def test_quantized_linears_stay_close_to_the_float_one(kind):
     assert got.shape == expected.shape and got.dtype == expected.dtype
     error = (got - expected).norm() / expected.norm()
     assert error < (0.02 if kind is Int8Linear else 0.1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows", "at_a_time"),
+    [
+        # Qwen2.5-0.5B's down projection alone: a plain bf16 Linear gave 250 of 1,200 rows
+        # other last bits than among them all (oneDNN's one-row kernel), this one none
+        ((896, 4864), 1200, 1),
+        # stories260K's key projection's shape: 28 of 24,000 alone and as many two at a
+        # time (padded to two rows, not four, this fails)
+        ((32, 64), 24000, 1),
+    ],
+)
+def test_bf16_rows_get_the_bits_they_get_among_many(shape, rows, at_a_time):
+    torch.manual_seed(0)
+    out_features, in_features = shape
+    linear = torch.nn.Linear(in_features, out_features).to(torch.bfloat16)
+    stable = RowStableLinear(linear)
+    x = torch.randn(rows, in_features, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        together = stable(x)
+        apart = torch.cat([stable(x[i : i + at_a_time]) for i in range(0, rows, at_a_time)])
+        assert torch.equal(apart, together)
+        assert torch.equal(stable(x[None, :5])[0], together[:5])  # (batch, rows, in) too
+        assert torch.allclose(together.float(), linear(x).float(), rtol=1e-2, atol=1e-2)
+
+
+def test_bf16_on_a_cpu_keeps_every_linear_on_the_matrix_kernel_and_the_output_tied():
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config, attention="eager", tie_word_embeddings=True)
+    model = model.to(torch.bfloat16)
+    ids = torch.tensor([[5, 9, 2, 11]])
+    with torch.inference_mode():
+        expected = model(ids).logits
+        bf16 = quantize(model, "bf16")
+        got = bf16(ids).logits
+    linears = [m for m in bf16.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, RowStableLinear) for m in linears)
+    assert bf16.lm_head.weight is bf16.get_input_embeddings().weight
+    assert torch.allclose(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+    fp32 = quantize(tiny_model(Qwen2ForCausalLM, Qwen2Config, attention="eager"), "fp32")
+    assert not any(isinstance(m, RowStableLinear) for m in fp32.modules())
 
 
 def test_the_default_is_int8_on_a_cpu_and_bf16_on_a_gpu():
