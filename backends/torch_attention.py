@@ -134,9 +134,9 @@ def _attend_chunk(
     just written), causal from its offset: (length, heads, head_dim).
 
     In blocks on a CPU, where that makes a query's result independent of the chunking.
-    On a GPU through scaled_dot_product_attention's fused kernels instead: bf16, CUDA's
-    default, is not batch-invariant anyway (its matmuls round by row count), and the
-    fused kernels never hold a chunk's scores in memory."""
+    On a GPU through scaled_dot_product_attention's fused kernels instead: nothing makes
+    cuBLAS's matmuls batch-invariant there anyway (torch_quant.RowStableLinear is for
+    oneDNN on a CPU), and the fused kernels never hold a chunk's scores in memory."""
     keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.key_slots))
     heads, head_dim = query.shape[1], query.shape[3]
     kv_heads = keys.shape[0]

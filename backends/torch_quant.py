@@ -1,7 +1,7 @@
 """Weight formats for the torch backend: plain dtypes, and int8 / int4 weights on a CPU.
 
 - "fp32", "fp16", "bf16": the weights in that dtype (CUDA's default is bf16); on a CPU,
-  bf16's Linears never multiply fewer than four rows (RowStableLinear).
+  bf16's Linears never multiply fewer than three rows (RowStableLinear).
 - "int8" (the CPU default): int8 weights with a scale per output channel and each
   token's activations quantized to int8 with its own scale (backends/torch_int8.py),
   every Linear, the output projection included (for small models the largest); the
@@ -106,11 +106,12 @@ class RowStableLinear(nn.Linear):
     random rows per shape, against the same rows among 1,200 or more: alone, 250 rows in
     1,200 of Qwen2.5-0.5B's down projection (4,864 wide) and 5-48 of stories260K's 64-wide
     layers differed; two at a time, 26 of 24,000 of its 32-wide key projection; three or
-    more at a time, none of any. EXTRA_ROWS zero rows appended to every call keep it on
-    the many-row kernel, so greedy output batched stays the output alone (docs/engine.md,
-    "Batch invariance"): 1.0-1.05x the time of a lone row, nothing at many."""
+    more at a time, none of any. A call of fewer rows is padded with zero rows to
+    MIN_ROWS, so greedy output batched stays the output alone (docs/engine.md, "Batch
+    invariance"): a decode step 1.02x the time at one row, 1.00-1.01x at eight, eager or
+    compiled (benchmarks/bench_bf16_rows.py)."""
 
-    EXTRA_ROWS = 3
+    MIN_ROWS = 3
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__(linear.in_features, linear.out_features, bias=False, device="meta")
@@ -118,8 +119,13 @@ class RowStableLinear(nn.Linear):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = F.pad(x.reshape(-1, self.in_features), (0, 0, 0, self.EXTRA_ROWS))
-        out = F.linear(rows, self.weight, self.bias)[: -self.EXTRA_ROWS]
+        rows = x.reshape(-1, self.in_features)
+        count = rows.shape[0]
+        if torch.compiler.is_compiling():  # one graph for any count: no branch on it
+            rows = F.pad(rows, (0, 0, 0, torch.sym_max(0, self.MIN_ROWS - count)))
+        elif count < self.MIN_ROWS:
+            rows = F.pad(rows, (0, 0, 0, self.MIN_ROWS - count))
+        out = F.linear(rows, self.weight, self.bias)[:count]
         return out.reshape(*x.shape[:-1], self.out_features)
 
 

@@ -5,11 +5,14 @@ Each case starts 2-5 greedy requests at random steps on one torch batcher (small
 rows of different lengths share a step) and runs every request alone on a fresh
 batcher with the same options. A request "differs" when its tokens together are not
 its tokens alone. The int8 matmuls are exact integer products, but a step's float work
-is not batch-invariant: decode attention runs over each group's longest row (shorter
-rows padded and masked), prefill attention over the chunk at hand, and a different
-length or chunking rounds the last bits differently. Where two tokens' scores nearly
-tie, that flips the greedy pick -- and int8 turns a last-bit change into a whole
-quantization step where an activation sits at a rounding boundary.
+is not batch-invariant by itself: decode attention runs over each group's longest row
+(shorter rows padded and masked), prefill attention over the chunk at hand, a BLAS
+picks its kernel by the shapes it is handed, and a different length, chunking or row
+count rounds the last bits differently. Where two tokens' scores nearly tie, that flips
+the greedy pick -- and int8 turns a last-bit change into a whole quantization step
+where an activation sits at a rounding boundary. The engine's attention in fixed blocks
+(backends/torch_attention_blocks.py) and bf16's padded rows (torch_quant.RowStableLinear)
+are what keep the tokens; this counts the requests whose tokens still change.
 
 Prompts are either slices of a real story (peaked next-token scores, the usual case)
 or random token ids (flat scores, near-ties everywhere: the worst case). The model is

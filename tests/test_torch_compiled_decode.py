@@ -186,3 +186,23 @@ def test_a_graph_that_differs_from_eager_is_not_used(monkeypatch, caplog):
 def test_a_cache_without_room_for_the_probe_is_not_compiled():
     model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
     assert compiled_decode(LeanDecoder(model), cache_for(model, num_blocks=4)) is None
+
+
+@pytest.mark.parametrize(
+    ("quantization", "emulated"), [("bf16", True), ("fp32", None), ("int8", None)]
+)
+def test_half_precision_graphs_round_every_operation_as_eager_does(quantization, emulated):
+    """bf16's decode and prompt graphs fuse differently; rounding each result to bf16 as
+    the eager operations do keeps a token's keys the same bits through either."""
+    model = tiny_model(Qwen2ForCausalLM, Qwen2Config)
+    if quantization == "bf16":
+        model = model.to(torch.bfloat16)
+    model = quantize(model, quantization)
+    given: list[dict] = []
+
+    def recording(function, **options):
+        given.append(options["options"])
+        return function
+
+    torch_compiled_decode.compiled_for(model, torch_compiled_decode.decode_layers, recording)
+    assert given[0].get("emulate_precision_casts") is emulated

@@ -87,7 +87,7 @@ def test_quantized_linears_stay_close_to_the_float_one(kind):
         # other last bits than among them all (oneDNN's one-row kernel), this one none
         ((896, 4864), 1200, 1),
         # stories260K's key projection's shape: 28 of 24,000 alone and as many two at a
-        # time (padded to two rows, not four, this fails)
+        # time (padded to two rows, not three, this fails)
         ((32, 64), 24000, 1),
     ],
 )
