@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -292,7 +293,7 @@ def test_the_size_that_compiles_by_default_is_the_checkpoints_in_every_format(
 BITWISE_CASES = 12  # without RowStableLinear, bf16 differed from the fifth on
 
 
-def random_cases(count: int):
+def random_cases(count: int) -> Iterator[tuple[list[list[int]], list[int], list[int]]]:
     """(prompts, joins, lengths) of `count` seeded cases: 2-5 prompts of random ids
     (near-ties everywhere), joining at steps 0-12 and leaving after 16-32 tokens."""
     rng = random.Random(0)

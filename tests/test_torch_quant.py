@@ -81,17 +81,17 @@ def test_quantized_linears_stay_close_to_the_float_one(kind):
 
 
 @pytest.mark.parametrize(
-    ("shape", "rows", "at_a_time"),
+    ("shape", "rows"),
     [
-        # Qwen2.5-0.5B's down projection alone: a plain bf16 Linear gave 250 of 1,200 rows
-        # other last bits than among them all (oneDNN's one-row kernel), this one none
-        ((896, 4864), 1200, 1),
+        # Qwen2.5-0.5B's down projection: a plain bf16 Linear gave 250 of 1,200 rows other
+        # last bits alone than among them all (oneDNN's one-row kernel), this one none
+        ((896, 4864), 1200),
         # stories260K's key projection's shape: 28 of 24,000 alone and as many two at a
         # time (padded to two rows, not three, this fails)
-        ((32, 64), 24000, 1),
+        ((32, 64), 24000),
     ],
 )
-def test_bf16_rows_get_the_bits_they_get_among_many(shape, rows, at_a_time):
+def test_a_bf16_row_alone_gets_the_bits_it_gets_among_many(shape, rows):
     torch.manual_seed(0)
     out_features, in_features = shape
     linear = torch.nn.Linear(in_features, out_features).to(torch.bfloat16)
@@ -99,8 +99,7 @@ def test_bf16_rows_get_the_bits_they_get_among_many(shape, rows, at_a_time):
     x = torch.randn(rows, in_features, dtype=torch.bfloat16)
     with torch.inference_mode():
         together = stable(x)
-        apart = torch.cat([stable(x[i : i + at_a_time]) for i in range(0, rows, at_a_time)])
-        assert torch.equal(apart, together)
+        assert torch.equal(torch.cat([stable(row[None]) for row in x]), together)
         assert torch.equal(stable(x[None, :5])[0], together[:5])  # (batch, rows, in) too
         assert torch.allclose(together.float(), linear(x).float(), rtol=1e-2, atol=1e-2)
 
