@@ -307,14 +307,19 @@ def random_cases(count: int) -> Iterator[tuple[list[list[int]], list[int], list[
         )
 
 
-@pytest.mark.parametrize("quantization", ["int8", "bf16"])
+@pytest.mark.parametrize(
+    ("quantization", "compiled"), [("int8", False), ("bf16", False), ("bf16", True)]
+)
 def test_int8_and_bf16_logits_are_the_same_bits_alone_and_together(
-    stories_path: Path, monkeypatch: pytest.MonkeyPatch, quantization: str
+    stories_path: Path, monkeypatch: pytest.MonkeyPatch, quantization: str, compiled: bool
 ):
     """Not only the tokens: every logit a sequence samples from, bit for bit. int8's
     matmuls are exact integer products; bf16's are kept on oneDNN's many-row kernel
-    (torch_quant.RowStableLinear: without it, rows differed here)."""
-    backend = TorchBackend(str(stories_path), quantization=quantization, options=OPTIONS)
+    (torch_quant.RowStableLinear: without it, rows differed here), and compiled, its
+    decode and prompt graphs round every operation as eager ones do (without that,
+    torch_compiled_decode.precision_options, they differed here too)."""
+    options = dataclasses.replace(OPTIONS, compile=compiled)
+    backend = TorchBackend(str(stories_path), quantization=quantization, options=options)
     backend.load()
     seen: dict[int, list[torch.Tensor]] = {}  # each sampled row's logits, by sequence
     sample = torch_sampler.Sampler.sample
