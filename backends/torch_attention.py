@@ -138,12 +138,12 @@ def _attend_chunk(
     cuBLAS's matmuls batch-invariant there anyway (torch_quant.RowStableLinear is for
     oneDNN on a CPU), and the fused kernels never hold a chunk's scores in memory."""
     keys, values = (t.to(query.dtype) for t in layout.cache.gather(layer, chunk.key_slots))
-    heads, head_dim = query.shape[1], query.shape[3]
-    kv_heads = keys.shape[0]
     if keys.device.type != "cpu":
         return fused_chunk(
             query[:, :, chunk.start : chunk.start + chunk.length], keys, values, chunk, scaling
         )
+    heads, head_dim = query.shape[1], query.shape[3]
+    kv_heads = keys.shape[0]
     queries = query[0, :, chunk.start : chunk.start + chunk.length]  # (heads, length, d)
     queries = queries.reshape(kv_heads, heads // kv_heads, chunk.length, head_dim)
     scale = scaling if scaling is not None else head_dim**-0.5

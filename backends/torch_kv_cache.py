@@ -11,9 +11,9 @@ it is harmless and it is masked out), so nothing uninitialised is ever read.
 
 The cache may keep a narrower dtype than the activations (int8 models keep bf16 keys
 and values beside float32 activations, backends/torch_quant.py): what is written is
-rounded to it, and every reader -- decode rows, prompt chunks, the new prompts' own
-keys (`as_cached`) -- attends to those rounded values, so a sequence's output does not
-depend on which path read them.
+rounded to it, and every reader -- decode rows and prompt chunks, a chunk's own new keys
+included -- gathers those rounded values back, so a sequence's output does not depend
+on which path read them.
 """
 
 from __future__ import annotations
@@ -88,13 +88,6 @@ class KVCache:
 # that is handed the layers' tensors (backends/torch_compiled_decode.py).
 def write_slots(layer_tensor: torch.Tensor, slots: torch.Tensor, new: torch.Tensor) -> None:
     layer_tensor.index_copy_(1, slots, new.to(layer_tensor.dtype))
-
-
-def as_cached(tensor: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
-    """New keys or values as a reader of the cache gets them back: rounded to its dtype."""
-    if tensor.dtype == cache_dtype:
-        return tensor
-    return tensor.to(cache_dtype).to(tensor.dtype)
 
 
 def gather_slots(layer_tensor: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
