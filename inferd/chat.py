@@ -32,9 +32,9 @@ async def chat_completions(request: Request) -> None:
     try:
         # A plugin's transform_request may have made the chat stateless (no session).
         headers = {"X-Session-Id": turn.session_id} if turn.session_id else {}
-        await send_sse(request, turn.stream, headers, collect)
+        await send_sse(request, turn.stream, headers, collect, on_end=turn.record)
     finally:
-        # Runs on completion, on failure and on disconnect alike: nothing said is lost.
+        # A turn cut short (a disconnect, a failure) is stored here: nothing said is lost.
         await turn.record()
 
 

@@ -122,6 +122,7 @@ class ChatTurn:
     parsed: ParsedRequest
     stream: Stream
     answer: str = ""
+    recorded: bool = False
 
     @property
     def session_id(self) -> str | None:
@@ -132,10 +133,14 @@ class ChatTurn:
         answered (maybe nothing), so the user's message is never lost and the history
         keeps alternating user/assistant as chat templates expect.
 
-        Called in the routes' `finally`, after the answer went out: a store that does
-        not answer in time is logged, and the write still finishes in the background."""
-        if self.parsed.session_id is None:
+        Called once the generation has ended and before the client is told so (the SSE
+        stream's end, `__END__`), so a client that sends its next turn at once finds this
+        one in the history; and again in the routes' `finally`, for a turn cut short,
+        where a second call does nothing. A store that does not answer in time is
+        logged, and the write still finishes in the background."""
+        if self.parsed.session_id is None or self.recorded:
             return
+        self.recorded = True
         turn = [{"role": m.role, "content": m.content} for m in self.parsed.messages]
         turn.append({"role": "assistant", "content": self.answer})
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from sanic import Request
@@ -84,8 +84,12 @@ async def send_sse(
     headers: dict[str, str] | None = None,
     on_text: Callable[[str], None] | None = None,
     frames: SseFrames | None = None,
+    on_end: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Stream the events as SSE (API.md's token events unless `frames` says otherwise).
+
+    `on_end` runs once the generation has ended, before the stream's end goes out: a chat
+    turn is stored there, so it is in the history by the time the client can ask again.
 
     The generation is cancelled in `finally`: when the client disconnects, Sanic cancels
     this handler at its next await, and the engine drops the request before its next step.
@@ -115,6 +119,8 @@ async def send_sse(
                         on_text(event.text)
             if chunk := frames.events(events):
                 await response.send(chunk)
+        if on_end is not None:
+            await on_end()
         if closing := frames.closing(stream.stats):
             await response.send(closing)
         await response.eof()

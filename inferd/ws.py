@@ -40,11 +40,13 @@ async def _answer(
     try:
         async for event in turn.stream:
             if event.error is not None:
+                await turn.record()
                 await ws.send(f"{ERROR_PREFIX}generation failed: {event.error}")
                 return turn
             if event.text:
                 turn.answer += event.text
                 await ws.send(event.text)
+        await turn.record()  # before `__END__`: the client's next message sees this turn
         await ws.send(END)
         return turn
     finally:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
+from sanic import Sanic
 
 from inferd.testing.sse import SseStream, parse_sse
 
@@ -27,3 +29,22 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+def slow_session_writes(app: Sanic, seconds: float) -> None:
+    """Make every session write take `seconds` longer, on the store's own thread."""
+    store = app.ctx.sessions.store
+    append = store.append
+
+    def slow_append(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return append(*args, **kwargs)
+
+    store.append = slow_append
+
+
+def stored_roles(app: Sanic, session_id: str) -> list[str]:
+    """The session's roles as the storage holds them right now, read around the app's
+    queue of store calls, as another replica sharing the store would read them."""
+    session = app.ctx.sessions.store.get(session_id)
+    return [] if session is None else [m["role"] for m in session.messages]

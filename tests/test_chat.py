@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 
 import httpx
 
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
 from inferd.testing.sse import parse_sse
-from tests.streams import post_sse, wait_for
+from tests.streams import post_sse, slow_session_writes, stored_roles, wait_for
 
 
 def _body(**fields):
@@ -328,20 +327,12 @@ async def test_x_include_usage_ends_the_stream_with_a_usage_comment(tmp_path):
 
 
 async def test_a_turn_is_stored_before_its_client_sees_the_end(tmp_path):
-    # A client that sends its next turn the moment the last one ends must find it in the
-    # history, however long the store takes to write it.
+    # A client that sends its next turn the moment the last one ends (here or to another
+    # replica) must find it in the history, however long the store takes to write it.
     app = make_app(tmp_path)
-    store = app.ctx.sessions.store
-    append = store.append
-
-    def slow_append(*args, **kwargs):
-        time.sleep(0.3)
-        return append(*args, **kwargs)
-
-    store.append = slow_append
+    slow_session_writes(app, 0.3)
     async with live_server(app) as url:
         _, stream = await post_sse(url, "/chat/completions", _body(**{"session-id": "s"}))
-        async with httpx.AsyncClient(base_url=url) as client:
-            history = (await client.get("/chat/history/s")).json()
+        roles = stored_roles(app, "s")
     assert stream.text == REPLY
-    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert roles == ["user", "assistant"]

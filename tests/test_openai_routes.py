@@ -11,7 +11,7 @@ import pytest
 from inferd.openai.responses import ChatCompletion, ChatCompletionChunk, Completion, ModelList
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import parse_sse, wait_for
+from tests.streams import parse_sse, slow_session_writes, stored_roles, wait_for
 
 USER = {"role": "user", "content": "Hi"}
 
@@ -219,6 +219,18 @@ async def test_a_session_turn_is_stored_and_seen_by_chat_history(tmp_path):
     assert prompt.index(REPLY[:5]) < prompt.index("And then?")
     _, history = await app.asgi_client.get("/chat/history/s1")
     assert history.json[-2:] == [follow, {"role": "assistant", "content": REPLY}]
+
+
+async def test_a_streamed_turn_is_stored_before_done(tmp_path):
+    app = make_app(tmp_path)
+    slow_session_writes(app, 0.3)
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=_chat(stream=True, session_id="s")
+        )
+        roles = stored_roles(app, "s")
+    assert _chunks(response.text)[1][-1] == "[DONE]"
+    assert roles == ["user", "assistant"]
 
 
 async def test_a_session_started_on_api_md_continues_on_v1_and_back(tmp_path):

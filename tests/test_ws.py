@@ -10,7 +10,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import wait_for
+from tests.streams import slow_session_writes, stored_roles, wait_for
 
 END = "__END__"
 ERROR = "__ERROR__:"
@@ -97,6 +97,17 @@ async def test_an_explicit_session_id_is_used(tmp_path):
         {"role": "user", "content": "hello"},
         {"role": "assistant", "content": REPLY},
     ]
+
+
+async def test_a_turn_is_stored_before_its_end_frame(tmp_path):
+    app = make_app(tmp_path)
+    slow_session_writes(app, 0.3)
+    async with live_server(app) as url, connect(_ws_url(url)) as ws:
+        await ws.send(_message(**{"session-id": "s"}))
+        frames = await _answer(ws)
+        roles = stored_roles(app, "s")
+    assert frames[-1] == END
+    assert roles == ["user", "assistant"]
 
 
 async def test_the_url_can_name_the_socket_session(tmp_path):

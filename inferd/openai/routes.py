@@ -215,11 +215,12 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     try:
         if body.stream:
             frames = ChatFrames(model_name, _include_usage(body))
-            await send_sse(request, turn.stream, headers, collect, frames)
+            await send_sse(request, turn.stream, headers, collect, frames, turn.record)
             return None
         await _drain(turn.stream, collect)
     finally:
-        # Runs on completion, on failure and on disconnect alike: nothing said is lost.
+        # Stored before the answer goes out, or here for a turn cut short: nothing said
+        # is lost, and a client's next turn finds this one in the history.
         await turn.record()
     choice = ChatChoice(
         message=AssistantMessage(content=turn.answer), finish_reason=turn.stream.stats.finish_reason
