@@ -261,6 +261,24 @@ def test_missing_numbers_show_as_a_dash() -> None:
     assert report.num(0.123, ".0%") == "12%" and report.ms(0.0456) == "46"
 
 
+# --- sizes -----------------------------------------------------------------------------------
+
+
+def test_default_lengths_shrink_to_a_small_models_context_and_given_ones_stay() -> None:
+    import bench_engine
+
+    args = bench_engine.parse_args(["--model", "stories"])
+    assert bench_engine.fit_to_context(args, 512) == [
+        "long-prompt-tokens 2000 -> 350",
+        "history-tokens 1500 -> 300",
+    ]
+    assert (args.long_prompt_tokens, args.history_tokens) == (350, 300)
+    given = bench_engine.parse_args(["--long-prompt-tokens", "400"])
+    assert bench_engine.fit_to_context(given, 512) == ["history-tokens 1500 -> 300"]
+    assert given.long_prompt_tokens == 400  # the server's 400 says why, as asked
+    assert bench_engine.fit_to_context(bench_engine.parse_args([]), 32768) == []
+
+
 # --- the whole script, quickest mode -----------------------------------------------------------
 
 

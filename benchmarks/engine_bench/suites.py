@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from random_models import QWEN25_05B, SHARED, cached_random_qwen
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from . import baselines, phases
 from .kernel_floor import int8_layers, matmul_pass_seconds
@@ -45,6 +45,7 @@ class Run:
         self.workdir = workdir
         self.model = model_dir(args)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+        self.context: int = AutoConfig.from_pretrained(self.model).max_position_embeddings
         self.prompts = PromptMaker(self.tokenizer)  # the same prompts for every server
         self.env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
 
