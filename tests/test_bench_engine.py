@@ -84,6 +84,22 @@ def test_interference_separates_steady_gaps_from_gaps_during_the_prefill() -> No
     assert found.prefill_seconds == 2.0 and found.long_prompt_error is None
 
 
+def test_interference_tells_a_held_back_character_from_a_stall() -> None:
+    # The longest gap ends in U+FFFD: the detokenizer held byte tokens that made no
+    # character; a stall ends in ordinary text.
+    held = record(0.0, [0.1, 0.2, 1.5, 1.6])
+    held.pieces = ["a", "b", "\ufffd\ufffd c", "d"]
+    plain = record(0.0, [0.1, 0.2, 1.0])
+    plain.pieces = ["a", "b", "c"]
+    long_prompt = record(0.15, [1.55])
+    assert summarize_interference([held, plain], long_prompt, 0.0).max_gap_held
+    assert not summarize_interference([plain], long_prompt, 0.0).max_gap_held
+    measured = results()
+    measured["servers"][0]["interference"]["max_gap_held"] = True
+    assert "- int8: the max gap ended in U+FFFD: the detokenizer held" in report.markdown(measured)
+    assert "U+FFFD" not in report.markdown(results())
+
+
 def test_interference_reports_a_long_prompt_that_never_answered() -> None:
     found = summarize_interference([record(0.0, [0.1, 0.2])], record(1.0, []), 0.0)
     assert found.long_prompt_error == "no tokens" and found.prefill_seconds is None
@@ -99,7 +115,7 @@ def test_inferd_stream_timing_across_chunk_boundaries() -> None:
     timer.feed(0.6, "lo\n\ndata: a\ndata: b\n\ndata:  c\n\n")
     timer.feed(0.9, "event: error\ndata: engine failed\n\n")
     assert timed.token_times == [0.6, 0.6, 0.6]  # "Hello" completes in the second chunk
-    assert timed.text == "Helloa\nb c"
+    assert timed.text == "Helloa\nb c" and timed.pieces == ["Hello", "a\nb", " c"]
     assert timed.ttft == 0.6 and timed.gaps() == [(0.6, 0.6), (0.6, 0.6)]
     assert timed.error == "engine failed" and timed.failed
 

@@ -151,11 +151,17 @@ def _phase_servers(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _interference(results: dict[str, Any]) -> str:
-    rows = []
+    rows, notes = [], []
     for server in _phase_servers(results):
         found = server.get("interference")
         if server["status"] != "ok" or not found:
             continue
+        if found.get("max_gap_held"):
+            notes.append(
+                f"- {server['precision']}: the max gap ended in U+FFFD: the detokenizer held"
+                " back byte tokens that formed no character (a random model emits them)"
+                " until the next token; the steps went on"
+            )
         rows.append(
             [
                 server["precision"],
@@ -170,10 +176,11 @@ def _interference(results: dict[str, Any]) -> str:
         )
     header = ["precision", "long prompt tokens", "steady p99 ms", "during prefill p99 ms"]
     header += ["max gap ms", "ratio", "long prompt TTFT ms", "error"]
-    return (
+    text = (
         f"Prefill interference ({results['meta']['interference_streams']} steady streams, "
         "then one long prompt):\n\n" + table(header, rows)
     )
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 def _prefix(results: dict[str, Any]) -> str:

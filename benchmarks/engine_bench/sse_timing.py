@@ -27,6 +27,7 @@ class StreamRecord:
 
     sent_at: float = 0.0
     token_times: list[float] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # each token event's text
     text: str = ""
     status: int | None = None
     error: str | None = None
@@ -70,6 +71,7 @@ class TokenTimer:
     def _token(self, at: float, text: str) -> None:
         if text:
             self.record.token_times.append(at)
+            self.record.pieces.append(text)
             self.record.text += text
 
     def _inferd_event(self, at: float, event: SseEvent) -> None:

@@ -94,6 +94,10 @@ def summarize_load(records: Sequence[StreamRecord]) -> LoadSummary:
     )
 
 
+# What a client receives where the detokenizer held back bytes that formed no character.
+REPLACEMENT = "\ufffd"
+
+
 @dataclass(frozen=True, slots=True)
 class InterferenceSummary:
     """The streams' token gaps while steady and while a long prompt was prefilled."""
@@ -103,6 +107,9 @@ class InterferenceSummary:
     p99_ratio: float | None  # during p99 / steady p99: 1.0 means no interference
     prefill_seconds: float | None  # the long prompt's time to first token
     long_prompt_error: str | None
+    # The longest gap "during" ended in U+FFFD: byte tokens that made no character (a
+    # random model emits them) were held back, not a step that stalled.
+    max_gap_held: bool = False
 
 
 def summarize_interference(
@@ -115,10 +122,19 @@ def summarize_interference(
     gaps = [(a, b) for r in streams for a, b in r.gaps()]
     steady = Spread.of(b - a for a, b in gaps if a >= steady_from and b <= sent)
     during = Spread.of(b - a for a, b in gaps if b > sent and a < first)
+    # each gap "during" with the text that ended it
+    ended_by = [
+        (b - a, r.pieces[i + 1] if i + 1 < len(r.pieces) else "")
+        for r in streams
+        for i, (a, b) in enumerate(r.gaps())
+        if b > sent and a < first
+    ]
+    longest = max(ended_by, key=lambda gap: gap[0], default=(0.0, ""))
     return InterferenceSummary(
         steady=steady,
         during=during,
         p99_ratio=ratio(during.p99, steady.p99),
         prefill_seconds=long_prompt.ttft,
         long_prompt_error=(long_prompt.error or "no tokens") if long_prompt.failed else None,
+        max_gap_held=REPLACEMENT in longest[1],
     )
