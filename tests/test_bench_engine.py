@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from engine_bench import report, targets  # noqa: E402
+from engine_bench import phases, report, sse_timing, targets  # noqa: E402
 from engine_bench.sse_timing import StreamRecord, TokenTimer  # noqa: E402
 from engine_bench.stats import (  # noqa: E402
     Spread,
@@ -69,6 +70,15 @@ def test_load_summary_aggregates_all_streams_and_counts_failures() -> None:
     assert (summary.ttft.p50, summary.ttft.n) == (0.75, 2)  # the failed stream has no TTFT
     assert (summary.itl.p50, summary.itl.max, summary.itl.n) == (0.5, 1.0, 3)
     assert summary.errors == 1 and summary.error_samples == ("HTTP 500: boom",)
+
+
+def test_load_summary_counts_the_tokens_the_server_generated() -> None:
+    # Three tokens of a held-back character arrived as one event; the server said so.
+    held = record(0.0, [0.5, 1.0])
+    held.usage_tokens = 4
+    summary = summarize_load([held, record(0.0, [1.0])])
+    assert summary.tokens == 5 and summary.aggregate_tok_s == 5.0
+    assert summary.itl.n == 1  # the gaps stay what the client saw
 
 
 def test_interference_separates_steady_gaps_from_gaps_during_the_prefill() -> None:
@@ -133,6 +143,34 @@ def test_openai_stream_timing_text_delta_usage_and_done() -> None:
     timer.feed(1.8, f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n")
     assert timed.token_times == [1.5, 1.7] and timed.text == "Hi there"
     assert timed.usage_tokens == 2 and timer.done and not timed.failed
+
+
+def test_inferd_stream_usage_comment_gives_the_generated_count() -> None:
+    timed = StreamRecord(sent_at=0.0, status=200)
+    timer = TokenTimer(timed, "inferd")
+    timer.feed(0.2, "data: a\n\n: keepalive\n\n")
+    timer.feed(0.4, "data: \ufffd b\n\n: usage " + json.dumps({"completion_tokens": 5}) + "\n\n")
+    assert timed.tokens == 2 and timed.usage_tokens == 5 and timed.generated == 5
+    assert StreamRecord(token_times=[0.1]).generated == 1  # no usage: the events
+
+
+async def test_each_wire_asks_for_the_servers_token_count() -> None:
+    inferd = phases.Endpoint("http://x", "/completions", "inferd", "m").body("Hi", 4)
+    openai = phases.Endpoint("http://x", "/v1/completions", "openai", "m").body("Hi", 4)
+    assert "stream_options" not in inferd  # inferd's is a header: X-Include-Usage
+    assert openai["stream_options"] == {"include_usage": True}
+    headers: dict[str, httpx.Headers] = {}
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        headers[request.url.path] = request.headers
+        usage = json.dumps({"completion_tokens": 3})
+        return httpx.Response(200, text=f"data: abc\n\n: usage {usage}\n\n")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(serve)) as client:
+        found = await sse_timing.stream_request(client, "http://x/completions", inferd, "inferd")
+        await sse_timing.stream_request(client, "http://x/v1/completions", openai, "openai")
+    assert headers["/completions"]["x-include-usage"] == "true" and found.generated == 3
+    assert "x-include-usage" not in headers["/v1/completions"]
 
 
 def test_openai_stream_errors_are_recorded() -> None:

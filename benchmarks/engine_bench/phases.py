@@ -36,13 +36,16 @@ class Endpoint:
 
     def body(self, prompt: str, max_tokens: int) -> dict[str, Any]:
         # The same fields mean the same on inferd's /completions and OpenAI's.
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "stream": True,
         }
+        if self.wire == "openai":  # a closing usage chunk: the server's own token count
+            body["stream_options"] = {"include_usage": True}
+        return body
 
 
 def _client(timeout: float, connections: int) -> httpx.AsyncClient:

@@ -16,9 +16,13 @@ from typing import Any, Literal
 
 import httpx
 
+from inferd.sse import USAGE_HEADER
 from inferd.testing.sse import SseDecoder, SseEvent
 
 WireFormat = Literal["inferd", "openai"]
+# inferd ends a stream with this comment when asked (sse.USAGE_HEADER): its token count.
+USAGE_COMMENT = "usage "
+USAGE_HEADERS = {USAGE_HEADER: "true"}
 
 
 @dataclass(slots=True)
@@ -37,7 +41,14 @@ class StreamRecord:
 
     @property
     def tokens(self) -> int:
+        """Text events: a token each, except where the detokenizer held some back and
+        sent them as one (see generated)."""
         return len(self.token_times)
+
+    @property
+    def generated(self) -> int:
+        """Tokens the server says it generated, else the text events counted."""
+        return self.usage_tokens if self.usage_tokens is not None else self.tokens
 
     @property
     def ttft(self) -> float | None:
@@ -67,6 +78,11 @@ class TokenTimer:
                 self._inferd_event(at, event)
             else:
                 self._openai_event(at, event)
+        while self._decoder.comments:  # inferd's closing `: usage {...}` (X-Include-Usage)
+            comment = self._decoder.comments.pop(0)
+            if comment.startswith(USAGE_COMMENT):
+                usage = json.loads(comment.removeprefix(USAGE_COMMENT))
+                self.record.usage_tokens = usage.get("completion_tokens")
 
     def _token(self, at: float, text: str) -> None:
         if text:
@@ -114,7 +130,8 @@ async def stream_request(
     timer = TokenTimer(record, wire)
     record.sent_at = time.perf_counter()
     try:
-        async with client.stream("POST", url, json=body) as response:
+        headers = USAGE_HEADERS if wire == "inferd" else None
+        async with client.stream("POST", url, json=body, headers=headers) as response:
             record.status = response.status_code
             record.session_id = response.headers.get("x-session-id")
             if response.status_code != 200:

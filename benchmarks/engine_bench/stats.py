@@ -79,7 +79,8 @@ def summarize_load(records: Sequence[StreamRecord]) -> LoadSummary:
         raise ValueError("no streams to summarize")
     start = min(r.sent_at for r in records)
     end = max([start, *(t for r in records for t in r.token_times[-1:])])
-    tokens = sum(r.tokens for r in records)
+    # what the servers generated: a held-back character's tokens arrive as one event
+    tokens = sum(r.generated for r in records)
     seconds = end - start
     failed = [r for r in records if r.failed]
     return LoadSummary(
