@@ -195,7 +195,7 @@ def meta(args: argparse.Namespace, model: Path, weights: int) -> dict[str, Any]:
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     others = machine.OthersLoad()
     run = Run(args, workdir)
-    if changed := fit_to_context(args, run.context):
+    if run.context and (changed := fit_to_context(args, run.context)):
         print(f"to fit the model's {run.context}-token context: {', '.join(changed)}")
     weights = weight_count(run.model)
     results: dict[str, Any] = {"meta": meta(args, run.model, weights)}

@@ -45,7 +45,8 @@ class Run:
         self.workdir = workdir
         self.model = model_dir(args)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model)
-        self.context: int = AutoConfig.from_pretrained(self.model).max_position_embeddings
+        config = AutoConfig.from_pretrained(self.model)
+        self.context: int | None = getattr(config, "max_position_embeddings", None)
         self.prompts = PromptMaker(self.tokenizer)  # the same prompts for every server
         self.env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
 
