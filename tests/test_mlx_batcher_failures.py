@@ -6,7 +6,7 @@ import pytest
 
 from inferd.backends.base import BackendError, EngineOptions, SamplingParams
 from tests import mlx_batcher_support
-from tests.batching import GREEDY, TOKENS, run_together
+from tests.batching import GREEDY, TOKENS, run_alone, run_together
 from tests.mlx_batcher_support import NO_REUSE, STORY, batcher_of, small_steps
 from tests.mlx_support import require_stories
 
@@ -162,3 +162,56 @@ def test_finish_mid_prefill_and_close_free_everything(owner, stories, prompts):
     cached, after_close = owner(run)
     assert cached > 0  # the computed part of the cancelled prompt is kept for a retry
     assert after_close == 0
+
+
+class FailingEvaluation:
+    """mlx.core as the batcher sees it, except that async_eval raises while `failing` (a
+    step whose evaluation fails on the device: out of memory, a lost GPU)."""
+
+    def __init__(self) -> None:
+        import mlx.core
+
+        self._mx = mlx.core
+        self.failing = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._mx, name)
+
+    def async_eval(self, *arrays):
+        if self.failing:
+            raise RuntimeError("evaluation failed")
+        return self._mx.async_eval(*arrays)
+
+
+def test_a_failed_evaluation_ends_that_steps_requests_and_the_next_ones_run(
+    owner, stories, prompts, alone, monkeypatch
+):
+    from inferd.backends import mlx_batcher
+
+    evaluation = FailingEvaluation()
+    monkeypatch.setattr(mlx_batcher, "mx", evaluation)
+
+    def run() -> tuple[dict[int, Exception], list[int], list[int]]:
+        batcher = batcher_of(stories, EngineOptions())  # with prefix reuse
+        batcher.add(0, prompts[0], GREEDY)
+        batcher.add(1, prompts[1], GREEDY)
+        for _ in range(4):  # both decoding, tokens in flight
+            batcher.step()
+        evaluation.failing = True
+        errors: dict[int, Exception] = {}
+        for _ in range(3):  # the errors come back with the step, or the step after
+            errors.update({r.seq_id: r.error for r in batcher.step() if r.error is not None})
+            evaluation.failing = False
+        for seq_id in errors:
+            batcher.finish(seq_id)
+        # The batcher goes on: a new request, and one sharing the failed one's prompt.
+        return (
+            errors,
+            run_alone(batcher, prompts[2], GREEDY, TOKENS),
+            run_alone(batcher, prompts[0], GREEDY, TOKENS),
+        )
+
+    errors, third, first_again = owner(run)
+    assert sorted(errors) == [0, 1]
+    assert all("evaluation failed" in str(error) for error in errors.values())
+    assert third == alone[2] and first_again == alone[0]
