@@ -38,16 +38,16 @@ async def _answer(
     body = parse_body(ChatRequest, decode_json(raw, "message"))
     turn = await start_chat(request, from_chat(body, "websocket", session_id, owner_of(request)))
     try:
+        failure = None
         async for event in turn.stream:
             if event.error is not None:
-                await turn.record()
-                await ws.send(f"{ERROR_PREFIX}generation failed: {event.error}")
-                return turn
+                failure = event.error
+                break
             if event.text:
                 turn.answer += event.text
                 await ws.send(event.text)
-        await turn.record()  # before `__END__`: the client's next message sees this turn
-        await ws.send(END)
+        await turn.record()  # before the last frame: the client's next message sees this turn
+        await ws.send(END if failure is None else f"{ERROR_PREFIX}generation failed: {failure}")
         return turn
     finally:
         turn.stream.cancel()

@@ -78,11 +78,11 @@ class TokenTimer:
                 self._inferd_event(at, event)
             else:
                 self._openai_event(at, event)
-        while self._decoder.comments:  # inferd's closing `: usage {...}` (X-Include-Usage)
-            comment = self._decoder.comments.pop(0)
+        for comment in self._decoder.comments:  # inferd's closing `: usage {...}`
             if comment.startswith(USAGE_COMMENT):
                 usage = json.loads(comment.removeprefix(USAGE_COMMENT))
                 self.record.usage_tokens = usage.get("completion_tokens")
+        self._decoder.comments.clear()  # keepalives among them: read each once
 
     def _token(self, at: float, text: str) -> None:
         if text:

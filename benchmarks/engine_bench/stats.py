@@ -120,9 +120,9 @@ def summarize_interference(
     from its sending to its first token (so a stall across the whole prefill counts)."""
     sent = long_prompt.sent_at
     first = long_prompt.token_times[0] if long_prompt.token_times else float("inf")
-    gaps = [(a, b) for r in streams for a, b in r.gaps()]
-    steady = Spread.of(b - a for a, b in gaps if a >= steady_from and b <= sent)
-    during = Spread.of(b - a for a, b in gaps if b > sent and a < first)
+    steady = Spread.of(
+        b - a for r in streams for a, b in r.gaps() if a >= steady_from and b <= sent
+    )
     # each gap "during" with the text that ended it
     ended_by = [
         (b - a, r.pieces[i + 1] if i + 1 < len(r.pieces) else "")
@@ -130,6 +130,7 @@ def summarize_interference(
         for i, (a, b) in enumerate(r.gaps())
         if b > sent and a < first
     ]
+    during = Spread.of(gap for gap, _ in ended_by)
     longest = max(ended_by, key=lambda gap: gap[0], default=(0.0, ""))
     return InterferenceSummary(
         steady=steady,

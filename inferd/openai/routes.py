@@ -215,7 +215,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     try:
         if body.stream:
             frames = ChatFrames(model_name, _include_usage(body))
-            await send_sse(request, turn.stream, headers, collect, frames, turn.record)
+            await send_sse(request, turn.stream, headers, collect, frames, on_end=turn.record)
             return None
         await _drain(turn.stream, collect)
     finally:
