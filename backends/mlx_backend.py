@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 DEFAULT_CONTEXT_LENGTH = 4096
 QUANTIZATIONS = {"4bit": 4, "8bit": 8}
 _QUANT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
+
+log = logging.getLogger("inferd.mlx")
 
 
 @functools.cache
@@ -92,6 +95,11 @@ class MlxBackend:
         if self.quantization is not None:
             model = self._quantize(model, config)
         maybe_set_recommended_wired_limit()  # what mlx-lm's server does; a no-op on CPU
+        from inferd.backends import mlx_compiled_ops
+
+        if mlx_compiled_ops.uses_compiled_ops():  # no fused norm and RoPE on the CPU backend
+            swapped = mlx_compiled_ops.compile_ops(model)
+            log.info("MLX on CPU: %d norm and RoPE layers of %s compiled", swapped, self.path)
         self._model, self._tokenizer = model, tokenizer
         text_config = config.get("text_config", {})  # multimodal configs nest the LM's
         self._vocab_size = (
