@@ -4,7 +4,8 @@ On a GPU, `mx.fast.rms_norm` and `mx.fast.rope` are one fused kernel each. MLX's
 backend has no such kernels: it builds both from basic operations, so a one-token decode
 step of stories260K is ~690 graph nodes, each evaluated and scheduled on its own.
 `mx.compile` fuses the element-wise runs among them (~450 nodes are left), which made a
-decode step ~1.35x faster there, with the same bits (`benchmarks/bench_mlx_ops.py`).
+decode step ~1.4x faster there, with the same bits (`benchmarks/bench_mlx_ops.py`). It
+saves graph overhead, so a model whose step is its matmuls gains nothing.
 
 So on the CPU backend the model's `nn.RMSNorm` and `nn.RoPE` layers are swapped for
 subclasses that call compiled functions, one per setting, shared by the layers. The norm
