@@ -189,12 +189,24 @@ def model_dir(name: str, cache: Path) -> Path:
     return Path(name)
 
 
+def int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and --model-cache, as model_dir reads them."""
+    parser.add_argument(
+        "--model", default="stories", help="stories, small, qwen or a model directory"
+    )
+    cache = Path(tempfile.gettempdir()) / "inferd-bench-mlx"
+    parser.add_argument("--model-cache", type=Path, default=cache)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
     add = parser.add_argument
-    add("--model", default="stories", help="stories, small, qwen or a model directory")
-    add("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "inferd-bench-mlx")
-    add("--streams", default="1,8", type=lambda s: [int(x) for x in s.split(",")])
+    add("--streams", default="1,8", type=int_list)
     add("--prompt-tokens", type=int, default=64)
     add("--new-tokens", type=int, default=64)
     add("--interference-streams", type=int, default=4)

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_mlx_engine import GREEDY, model_dir, prompts_of
+from bench_mlx_engine import GREEDY, add_model_arguments, int_list, model_dir, prompts_of
 
 from inferd.backends.base import EngineOptions
 from inferd.backends.mlx_backend import mlx_available
@@ -47,10 +46,9 @@ def batchers(path: Path, rows: int, prompt_tokens: int) -> dict[str, MlxBatcher]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
     add = parser.add_argument
-    add("--model", default="stories", help="stories, small, qwen or a model directory")
-    add("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "inferd-bench-mlx")
-    add("--rows", default="1,8", type=lambda s: [int(x) for x in s.split(",")])
+    add("--rows", default="1,8", type=int_list)
     add("--prompt-tokens", type=int, default=64)
     add("--steps", type=int, default=50, help="timed steps per round")
     add("--rounds", type=int, default=6)
