@@ -77,6 +77,8 @@ class MlxBackend:
         from mlx_lm import load
         from mlx_lm.utils import maybe_set_recommended_wired_limit
 
+        from inferd.backends import mlx_compiled_ops
+
         model_dir = Path(self.path)
         # mlx_lm.load treats a path that does not exist as a Hugging Face repo id and
         # would try to download it; inferd only serves local files.
@@ -95,8 +97,6 @@ class MlxBackend:
         if self.quantization is not None:
             model = self._quantize(model, config)
         maybe_set_recommended_wired_limit()  # what mlx-lm's server does; a no-op on CPU
-        from inferd.backends import mlx_compiled_ops
-
         if mlx_compiled_ops.uses_compiled_ops():  # no fused norm and RoPE on the CPU backend
             swapped = mlx_compiled_ops.compile_ops(model)
             log.info("MLX on CPU: %d norm and RoPE layers of %s compiled", swapped, self.path)
