@@ -13,7 +13,8 @@ is compiled shapeless: nothing in it depends on the input's shape, so one trace 
 every batch and prompt length. RoPE's positions do depend on it, so only one-position
 inputs (decode steps) take its compiled path, traced once per batch size, with the offset
 passed as an array so that a new position is not a new trace; prompt chunks take mlx's
-own. On a GPU nothing is swapped.
+own. On a GPU nothing is swapped, nor where a check at the first load finds that the
+compiled layers do not give mlx's own bits (an older mlx).
 
 Imported lazily (mlx may be missing).
 """
@@ -21,6 +22,7 @@ Imported lazily (mlx may be missing).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 Compiled = Callable[..., mx.array]
+log = logging.getLogger("inferd.mlx")
 
 
 def uses_compiled_ops() -> bool:
@@ -37,7 +40,10 @@ def uses_compiled_ops() -> bool:
 
 def compile_ops(model: nn.Module) -> int:
     """Swap the model's RMSNorm and RoPE layers (exactly those classes: subclasses and
-    other RoPE variants compute something else) for compiled ones; returns how many."""
+    other RoPE variants compute something else) for compiled ones; returns how many.
+    None where this mlx cannot run them as its own layers do (compiled_ops_agree)."""
+    if not compiled_ops_agree():
+        return 0
     swapped = 0
     for _, module in model.named_modules():
         for key in module.children():
@@ -53,6 +59,29 @@ def compile_ops(model: nn.Module) -> int:
                 else:
                     setattr(module, key, replacement)
     return swapped
+
+
+@functools.cache
+def compiled_ops_agree() -> bool:
+    """Whether the compiled layers give mlx's own layers' bits here, on a lone row's int
+    position and on a batch's per-row positions (an mlx without array offsets, or
+    without shapeless compiling, fails this; checked once per process)."""
+    try:
+        norm, rope = nn.RMSNorm(8), nn.RoPE(4)
+        x = mx.arange(48, dtype=mx.float32).reshape(2, 3, 1, 8) / 7
+        offsets = mx.array([3, 11])
+        pairs = [
+            (CompiledRMSNorm(norm)(x), norm(x)),
+            (CompiledRoPE(rope)(x[:1], 5), rope(x[:1], 5)),
+            (CompiledRoPE(rope)(x, offsets), rope(x, offsets)),
+        ]
+        agree = all(mx.array_equal(got, want).item() for got, want in pairs)
+    except Exception as error:  # an older mlx: its own layers stay
+        log.info("MLX: norm and RoPE stay uncompiled (%s: %s)", type(error).__name__, error)
+        return False
+    if not agree:
+        log.info("MLX: norm and RoPE stay uncompiled (the compiled ones differ here)")
+    return agree
 
 
 def _compiled(module: Any) -> nn.Module | None:

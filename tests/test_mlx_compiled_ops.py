@@ -136,9 +136,38 @@ def test_backend_generates_mlx_lm_s_greedy_tokens(owner: Owner) -> None:
             for result in batcher.step():
                 got[result.seq_id].append(result.token)
         compiled = any(isinstance(m, CompiledRMSNorm) for _, m in batcher.model.named_modules())
-        backend.close()
+        batcher.close()  # not backend.close(): it ends MLX on this thread, which the next tests use
         return {"expected": expected, "got": [tokens[:30] for tokens in got], "compiled": compiled}
 
     out = owner(run)
     assert out["compiled"]
     assert out["got"] == out["expected"]
+
+
+def test_an_mlx_that_cannot_run_them_keeps_its_own_layers(owner: Owner, monkeypatch) -> None:
+    """Where the compiled RoPE fails (an mlx without array offsets, say), nothing is
+    swapped and the model decodes as mlx-lm's own."""
+
+    def run() -> dict[str, Any]:
+        import mlx.nn as nn
+        from mlx_lm import load
+
+        from inferd.backends import mlx_compiled_ops
+
+        def no_array_offsets(*settings: object) -> Any:
+            def rope(x: Any, offset: Any) -> Any:
+                raise ValueError("[rope] offset must be an int")
+
+            return rope
+
+        monkeypatch.setattr(mlx_compiled_ops, "_rope", no_array_offsets)
+        mlx_compiled_ops.compiled_ops_agree.cache_clear()
+        try:
+            model, _ = load(str(STORIES))
+            swapped = mlx_compiled_ops.compile_ops(model)
+            kinds = [type(m) for _, m in model.named_modules()]
+            return {"swapped": swapped, "own": kinds.count(nn.RMSNorm) + kinds.count(nn.RoPE)}
+        finally:
+            mlx_compiled_ops.compiled_ops_agree.cache_clear()  # the real check again next
+
+    assert owner(run) == {"swapped": 0, "own": 16}
