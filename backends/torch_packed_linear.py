@@ -1,0 +1,93 @@
+"""fp32 Linear layers on a CPU through oneDNN, weights prepacked in its blocked layout.
+
+`F.linear` multiplies float32 through MKL, which on this project's AMD EPYC streamed a
+4,864 x 896 weight at 17 GB/s for one row and 11 GB/s for four or eight, against a
+46 GB/s read; oneDNN's matmul on the same weight prepacked reached 39, 45 and 50 GB/s
+(`benchmarks/bench_fp32_linear.py`). Its rows are also stable: each row of a call of
+two rows or more has the same bits as in any other such call, where MKL rounds one to
+three rows differently from four or more. One row alone can take another kernel, so a
+single row is padded with a zero row (as RowStableLinear pads bf16's).
+
+Each process checks once that oneDNN runs here and keeps its rows stable
+(`onednn_float_is_row_stable`); where not, the model keeps its Linears as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger("inferd.torch")
+
+MIN_ROWS = 2  # a lone row may take another oneDNN kernel than two or more
+
+
+def _linear(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+
+
+class PackedLinear(nn.Module):
+    """An fp32 Linear whose weight is oneDNN's prepacked copy (the plain one is dropped,
+    unless something else holds it: a tied output projection's embedding table)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.out_features, self.in_features = linear.weight.shape
+        weight = linear.weight.detach().float()
+        self.register_buffer("weight_packed", torch.ops.mkldnn._reorder_linear_weight(weight))
+        bias = linear.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        linear_pointwise_in_graphs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        count = rows.shape[0]
+        if torch.compiler.is_compiling():  # one graph for any count: no branch on it
+            rows = F.pad(rows, (0, 0, 0, torch.sym_max(0, MIN_ROWS - count)))
+        elif count < MIN_ROWS:
+            rows = F.pad(rows, (0, 0, 0, MIN_ROWS - count))
+        out = _linear(rows, self.weight_packed, self.bias)[:count]
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+@functools.cache
+def linear_pointwise_in_graphs() -> bool:
+    """Make torch.compile call oneDNN's matmul as it is. Inductor's own lowering of it
+    serves weights frozen into the graph as constants, which these are not (the same
+    arrangement as torch_int8.onednn_in_graphs; process-wide, and inferd compiles
+    nothing that wants the other lowering)."""
+    try:
+        from torch._inductor import lowering
+
+        lowering.make_fallback(torch.ops.mkldnn._linear_pointwise.default, warn=False)
+    except Exception as error:  # an inductor without this hook
+        log.info("fp32: compiled graphs cannot call oneDNN's matmul (%s)", error)
+        return False
+    return True
+
+
+@functools.cache
+def onednn_float_is_row_stable() -> bool:
+    """Whether oneDNN's fp32 matmul runs here and gives each row the same bits in calls
+    of 2, 3, 5 and 16 rows, and a row padded to two the bits it has among 16 (checked
+    once per process, on a shape like a model's)."""
+    try:
+        generator = torch.Generator().manual_seed(0)
+        weight = torch.randn(256, 512, generator=generator)
+        rows = torch.randn(16, 512, generator=generator)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+        among = _linear(rows, packed, None)
+        calls = [_linear(rows[:count], packed, None) for count in (2, 3, 5)]
+        alone = _linear(F.pad(rows[:1], (0, 0, 0, 1)), packed, None)[:1]
+        stable = all(torch.equal(call, among[: len(call)]) for call in [*calls, alone])
+        close = torch.allclose(among, rows @ weight.t(), rtol=1e-4, atol=1e-4)
+    except (RuntimeError, AttributeError) as error:  # a torch without oneDNN
+        log.info("fp32: oneDNN's matmul is unavailable (%s); Linears stay as they are", error)
+        return False
+    if not (stable and close):
+        log.info("fp32: oneDNN's rows are not stable here; Linears stay as they are")
+    return stable and close and linear_pointwise_in_graphs()

@@ -1,0 +1,105 @@
+"""backends/torch_packed_linear.py: fp32 Linears through oneDNN's prepacked matmul.
+
+What it must keep: the Linear's numbers (to float32 rounding), a row's bits whatever
+else shares its call (one row alone included), the same in compiled graphs, and the
+model as it was where oneDNN cannot promise that.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inferd.backends import torch_packed_linear, torch_quant
+from inferd.backends.torch_packed_linear import PackedLinear, onednn_float_is_row_stable
+
+pytestmark = pytest.mark.skipif(
+    not onednn_float_is_row_stable(), reason="oneDNN's fp32 matmul is not row-stable here"
+)
+
+
+def linear(in_features: int = 96, out_features: int = 80, bias: bool = True) -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(in_features, out_features, bias=bias)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_it_computes_the_linear(bias: bool) -> None:
+    plain = linear(bias=bias)
+    packed = PackedLinear(plain)
+    x = torch.randn(2, 5, 96)
+    with torch.inference_mode():
+        got, want = packed(x), plain(x)
+    assert got.shape == want.shape == (2, 5, 80)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_has_the_same_bits_in_any_call() -> None:
+    # 2,048 wide: there oneDNN multiplies a lone row by another kernel (measured)
+    packed = PackedLinear(linear(2048, 256))
+    x = torch.randn(40, 2048, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        among = packed(x)
+        for count in (1, 2, 3, 4, 7, 16, 39):
+            assert torch.equal(packed(x[:count]), among[:count]), count
+        for row in (0, 13, 39):  # alone, wherever it sat
+            assert torch.equal(packed(x[row : row + 1]), among[row : row + 1]), row
+
+
+def test_compiled_graphs_call_it_with_the_same_bits() -> None:
+    packed = PackedLinear(linear(128, 64))
+    compiled = torch.compile(packed, dynamic=True)
+    with torch.inference_mode():
+        for count in (1, 3, 8):
+            x = torch.randn(count, 128)
+            assert torch.equal(compiled(x), packed(x)), count
+
+
+def test_fp32_on_a_cpu_packs_every_linear_and_keeps_a_tied_embedding() -> None:
+    model = TinyTied()
+    table = model.embed.weight.detach().clone()
+    with torch.inference_mode():
+        before = model(torch.tensor([[1, 2, 3]]))
+        torch_quant.quantize(model, "fp32")
+        after = model(torch.tensor([[1, 2, 3]]))
+    assert isinstance(model.proj, PackedLinear) and isinstance(model.head, PackedLinear)
+    assert torch.equal(model.embed.weight, table)  # the table the head was tied to
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_where_onednn_cannot_promise_it_the_linears_stay(monkeypatch) -> None:
+    monkeypatch.setattr(torch_quant, "onednn_float_is_row_stable", lambda: False)
+    model = TinyTied()
+    torch_quant.quantize(model, "fp32")
+    assert type(model.proj) is nn.Linear and type(model.head) is nn.Linear
+
+
+def test_the_check_fails_where_rows_are_not_stable(monkeypatch) -> None:
+    calls = iter(range(1000))
+
+    def unstable(rows, packed, bias):  # a kernel whose last bit depends on the call
+        out = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+        return out + next(calls) * 1e-7
+
+    monkeypatch.setattr(torch_packed_linear, "_linear", unstable)
+    torch_packed_linear.onednn_float_is_row_stable.cache_clear()
+    try:
+        assert not torch_packed_linear.onednn_float_is_row_stable()
+    finally:
+        torch_packed_linear.onednn_float_is_row_stable.cache_clear()
+
+
+class TinyTied(nn.Module):
+    """An embedding, a projection and an output head tied to the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(50, 32)
+        self.proj = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 50, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.proj(self.embed(ids))))
