@@ -8,8 +8,9 @@ two rows or more has the same bits as in any other such call, where MKL rounds o
 three rows differently from four or more. One row alone can take another kernel, so a
 single row is padded with a zero row (as RowStableLinear pads bf16's).
 
-Each process checks once that oneDNN runs here and keeps its rows stable
-(`onednn_float_is_row_stable`); where not, the model keeps its Linears as they are.
+Only weights of PACK_MIN_BYTES and more are packed: below, oneDNN's fixed cost per call
+outweighs its rate. Each process checks once that oneDNN runs here and keeps its rows
+stable (`onednn_float_is_row_stable`); where not, the model keeps its Linears as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from torch import nn
 log = logging.getLogger("inferd.torch")
 
 MIN_ROWS = 2  # a lone row may take another oneDNN kernel than two or more
+# oneDNN's call costs ~12-15 us more than MKL's: a weight smaller than this (a tiny
+# model's, a 0.5B model's k/v projection at 0.46 MB) is multiplied faster by F.linear.
+PACK_MIN_BYTES = 1 << 20
+
+
+def worth_packing(linear: nn.Linear) -> bool:
+    return linear.weight.numel() * linear.weight.element_size() >= PACK_MIN_BYTES
 
 
 def _linear(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -32,7 +32,11 @@ from inferd.backends.base import BackendError
 from inferd.backends.torch_gated_mlp import stack_gated_mlps
 from inferd.backends.torch_int8 import Int8Linear
 from inferd.backends.torch_int8_embedding import quantize_input_embeddings
-from inferd.backends.torch_packed_linear import PackedLinear, onednn_float_is_row_stable
+from inferd.backends.torch_packed_linear import (
+    PackedLinear,
+    onednn_float_is_row_stable,
+    worth_packing,
+)
 from inferd.backends.torch_qkv import share_qkv_projections
 
 DTYPES: dict[str, torch.dtype] = {
@@ -96,7 +100,7 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
     elif quantization == "bf16" and _device_type(model) == "cpu":
         _replace_linears(model, RowStableLinear, lambda linear: True)
     elif quantization == "fp32" and _device_type(model) == "cpu" and onednn_float_is_row_stable():
-        _replace_linears(model, PackedLinear, lambda linear: True)
+        _replace_linears(model, PackedLinear, worth_packing)
         release_checkpoint(model)  # the packed copies are new memory; let the file go
     if quantization in CPU_ONLY:
         release_checkpoint(model)

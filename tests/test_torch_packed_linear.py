@@ -56,7 +56,8 @@ def test_compiled_graphs_call_it_with_the_same_bits() -> None:
             assert torch.equal(compiled(x), packed(x)), count
 
 
-def test_fp32_on_a_cpu_packs_every_linear_and_keeps_a_tied_embedding() -> None:
+def test_fp32_on_a_cpu_packs_every_linear_and_keeps_a_tied_embedding(monkeypatch) -> None:
+    monkeypatch.setattr(torch_packed_linear, "PACK_MIN_BYTES", 0)  # TinyTied's are tiny
     model = TinyTied()
     table = model.embed.weight.detach().clone()
     with torch.inference_mode():
@@ -68,7 +69,14 @@ def test_fp32_on_a_cpu_packs_every_linear_and_keeps_a_tied_embedding() -> None:
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
+def test_small_weights_stay_plain_linears() -> None:
+    model = TinyTied()  # 32 x 32 and 50 x 32: below PACK_MIN_BYTES
+    torch_quant.quantize(model, "fp32")
+    assert type(model.proj) is nn.Linear and type(model.head) is nn.Linear
+
+
 def test_where_onednn_cannot_promise_it_the_linears_stay(monkeypatch) -> None:
+    monkeypatch.setattr(torch_packed_linear, "PACK_MIN_BYTES", 0)
     monkeypatch.setattr(torch_quant, "onednn_float_is_row_stable", lambda: False)
     model = TinyTied()
     torch_quant.quantize(model, "fp32")
