@@ -1,9 +1,10 @@
 """Weight formats for the torch backend: plain dtypes, and int8 / int4 weights on a CPU.
 
 - "fp32", "fp16", "bf16": the weights in that dtype (CUDA's default is bf16); on a CPU,
-  fp32's Linears multiply through oneDNN with prepacked weights (PackedLinear: 2-4x
-  MKL's rate here, and the same bits for a row in any batch), and bf16's never multiply
-  fewer than three rows (RowStableLinear).
+  fp32's and bf16's Linears of 1 MiB and more multiply through oneDNN with prepacked
+  weights (PackedLinear: fp32 2-4x MKL's rate here, bf16 1.3-1.6x its unpacked rate, and
+  the same bits for a row in any batch), and bf16's smaller ones never multiply fewer
+  than three rows (RowStableLinear).
 - "int8" (the CPU default): int8 weights with a scale per output channel and each
   token's activations quantized to int8 with its own scale (backends/torch_int8.py),
   every Linear, the output projection included (for small models the largest); the
@@ -97,11 +98,12 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
             Int4Linear,
             lambda linear: linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0,
         )
-    elif quantization == "bf16" and _device_type(model) == "cpu":
-        _replace_linears(model, RowStableLinear, lambda linear: True)
-    elif quantization == "fp32" and _device_type(model) == "cpu" and onednn_float_is_row_stable():
-        _replace_linears(model, PackedLinear, worth_packing)
-        release_checkpoint(model)  # the packed copies are new memory; let the file go
+    elif quantization in ("fp32", "bf16") and _device_type(model) == "cpu":
+        if onednn_float_is_row_stable(DTYPES[quantization]):
+            _replace_linears(model, PackedLinear, worth_packing)
+            release_checkpoint(model)  # the packed copies are new memory; let the file go
+        if quantization == "bf16":  # the Linears too small to pack
+            _replace_linears(model, RowStableLinear, lambda linear: True)
     if quantization in CPU_ONLY:
         release_checkpoint(model)
     return model
