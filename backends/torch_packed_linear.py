@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ MIN_ROWS = 2  # a lone row may take another oneDNN kernel than two or more
 # oneDNN's call costs ~12-15 us more than MKL's: a weight smaller than this (a tiny
 # model's, a 0.5B model's k/v projection at 0.46 MB) is multiplied faster by F.linear.
 PACK_MIN_BYTES = 1 << 20
+X86_MACHINES = {"x86_64", "amd64", "i686", "x86"}
 
 
 def worth_packing(linear: nn.Linear) -> bool:
@@ -86,7 +88,11 @@ def linear_pointwise_in_graphs() -> bool:
 def onednn_float_is_row_stable(dtype: torch.dtype = torch.float32) -> bool:
     """Whether oneDNN's matmul in `dtype` runs here and gives each row the same bits in
     calls of 2, 3, 5 and 16 rows, and a row padded to two the bits it has among 16
-    (checked once per process and dtype, on a shape like a model's)."""
+    (checked once per process and dtype, on a shape like a model's). x86 only: the rates
+    above were measured there, and on ARM oneDNN's matmul runs other kernels."""
+    if platform.machine().lower() not in X86_MACHINES:
+        log.info("%s: Linears stay as they are on %s", dtype, platform.machine())
+        return False
     try:
         generator = torch.Generator().manual_seed(0)
         weight = torch.randn(256, 512, generator=generator).to(dtype)

@@ -117,6 +117,15 @@ def test_the_check_fails_where_rows_are_not_stable(monkeypatch) -> None:
         torch_packed_linear.onednn_float_is_row_stable.cache_clear()
 
 
+def test_other_processors_keep_their_linears(monkeypatch) -> None:
+    monkeypatch.setattr(torch_packed_linear.platform, "machine", lambda: "arm64")
+    torch_packed_linear.onednn_float_is_row_stable.cache_clear()
+    try:
+        assert not torch_packed_linear.onednn_float_is_row_stable(torch.float32)
+    finally:
+        torch_packed_linear.onednn_float_is_row_stable.cache_clear()
+
+
 class TinyTied(nn.Module):
     """An embedding, a projection and an output head tied to the embedding."""
 
