@@ -98,9 +98,10 @@ class CompiledRMSNorm(nn.RMSNorm):
     def __init__(self, norm: nn.RMSNorm) -> None:
         super().__init__(norm.weight.shape[0], norm.eps)
         self.weight = norm.weight
+        self._norm = _rms_norm(norm.eps)  # looked up once, not at every call
 
     def __call__(self, x: mx.array) -> mx.array:
-        return _rms_norm(self.eps)(x, self["weight"])
+        return self._norm(x, self["weight"])
 
 
 class CompiledRoPE(nn.RoPE):
@@ -108,13 +109,14 @@ class CompiledRoPE(nn.RoPE):
 
     def __init__(self, rope: nn.RoPE) -> None:
         super().__init__(rope.dims, rope.traditional, rope.base, rope.scale)
+        self._rotate = _rope(rope.dims, rope.traditional, rope.base, rope.scale)
 
     def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
         if x.shape[-2] != 1:
             return super().__call__(x, offset)
         if not isinstance(offset, mx.array):
             offset = mx.array(offset)
-        return _rope(self.dims, self.traditional, self.base, self.scale)(x, offset)
+        return self._rotate(x, offset)
 
 
 @functools.cache

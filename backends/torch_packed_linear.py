@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import platform
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +59,26 @@ class PackedLinear(nn.Module):
         linear_pointwise_in_graphs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        count = rows.shape[0]
-        if torch.compiler.is_compiling():  # one graph for any count: no branch on it
-            rows = F.pad(rows, (0, 0, 0, torch.sym_max(0, MIN_ROWS - count)))
-        elif count < MIN_ROWS:
-            rows = F.pad(rows, (0, 0, 0, MIN_ROWS - count))
-        out = _linear(rows, self.weight_packed, self.bias)[:count]
-        return out.reshape(*x.shape[:-1], self.out_features)
+        product = functools.partial(_linear, packed=self.weight_packed, bias=self.bias)
+        return product_of_rows(x, self.out_features, MIN_ROWS, product)
+
+
+def product_of_rows(
+    x: torch.Tensor,
+    out_features: int,
+    min_rows: int,
+    product: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """`product` of x's rows, flattened, padded with zero rows to `min_rows` at least (a
+    kernel that multiplies fewer rows by another kernel then never sees them), the
+    padding dropped again: (*x's leading shape, out_features)."""
+    rows = x.reshape(-1, x.shape[-1])
+    count = rows.shape[0]
+    if torch.compiler.is_compiling():  # one graph for any count: no branch on it
+        rows = F.pad(rows, (0, 0, 0, torch.sym_max(0, min_rows - count)))
+    elif count < min_rows:
+        rows = F.pad(rows, (0, 0, 0, min_rows - count))
+    return product(rows)[:count].reshape(*x.shape[:-1], out_features)
 
 
 @functools.cache

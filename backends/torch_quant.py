@@ -22,6 +22,7 @@ one row with bf16 activations, slow as the batch grows).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -36,6 +37,7 @@ from inferd.backends.torch_int8_embedding import quantize_input_embeddings
 from inferd.backends.torch_packed_linear import (
     PackedLinear,
     onednn_float_is_row_stable,
+    product_of_rows,
     worth_packing,
 )
 from inferd.backends.torch_qkv import share_qkv_projections
@@ -131,14 +133,8 @@ class RowStableLinear(nn.Linear):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        count = rows.shape[0]
-        if torch.compiler.is_compiling():  # one graph for any count: no branch on it
-            rows = F.pad(rows, (0, 0, 0, torch.sym_max(0, self.MIN_ROWS - count)))
-        elif count < self.MIN_ROWS:
-            rows = F.pad(rows, (0, 0, 0, self.MIN_ROWS - count))
-        out = F.linear(rows, self.weight, self.bias)[:count]
-        return out.reshape(*x.shape[:-1], self.out_features)
+        product = functools.partial(F.linear, weight=self.weight, bias=self.bias)
+        return product_of_rows(x, self.out_features, self.MIN_ROWS, product)
 
 
 class Int4Linear(nn.Module):
