@@ -48,6 +48,8 @@ class SamplingParams:
     # tokens: presence once per token seen there, frequency once per occurrence.
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # min-p: tokens less likely than min_p times the likeliest one are dropped (0: off)
+    min_p: float = 0.0
 
 
 # Tokens the presence and frequency penalties look back over (prompt included), as
@@ -73,6 +75,8 @@ def check_params(params: SamplingParams) -> None:
         problems.append(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
     if not 0 < params.top_p <= 1:
         problems.append(f"top_p must be in (0, 1], got {params.top_p}")
+    if not 0 <= params.min_p <= 1:
+        problems.append(f"min_p must be in [0, 1] (0 disables it), got {params.min_p}")
     if not params.repeat_penalty > 0:
         problems.append(
             f"repeat_penalty must be > 0 (1.0 disables it), got {params.repeat_penalty}"

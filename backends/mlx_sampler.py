@@ -1,7 +1,7 @@
 """The next token of every decoding row of an MLX step at once, each with its own parameters.
 
-mlx-lm does the sampling work: its samplers (make_sampler: temperature, top-p, top-k) and
-logits processors (repetition, presence and frequency penalties). This module decides
+mlx-lm does the sampling work: its samplers (make_sampler: temperature, top-p, min-p,
+top-k) and logits processors (repetition, presence and frequency penalties). This module decides
 which rows may share a call. Greedy rows take one argmax together. Sampled rows with
 the same parameters and no seed are sampled together; a seeded row is sampled alone,
 right after seeding mlx's generator from its own RNG, so it draws the same numbers alone
@@ -44,9 +44,10 @@ class RowSampling:
                 del self.history[:-_HISTORY]
 
     @property
-    def group(self) -> tuple[float, float, int]:
+    def group(self) -> tuple[float, float, float, int]:
         """Rows with the same key may share one sampler call (when neither is seeded)."""
-        return (self.params.temperature, self.params.top_p, self.params.top_k)
+        params = self.params
+        return (params.temperature, params.top_p, params.min_p, params.top_k)
 
 
 def row_sampling(params: SamplingParams, prompt_ids: Sequence[int], vocab_size: int) -> RowSampling:
@@ -90,7 +91,7 @@ class BatchSampler:
             return tokens, finite
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         picks: dict[int, mx.array] = {}
-        groups: dict[tuple[float, float, int], list[int]] = {}
+        groups: dict[tuple[float, float, float, int], list[int]] = {}
         for i in sampled:
             if rows[i].rng is not None:
                 mx.random.seed(rows[i].rng.getrandbits(63))  # type: ignore[union-attr]
@@ -121,7 +122,11 @@ def _process(logits: mx.array, row: RowSampling, fed: mx.array | None) -> mx.arr
 def _sampler(params: SamplingParams, vocab_size: int) -> Sampler:
     # mlx-lm rejects top_k >= vocab size; keeping every token is no top-k at all.
     top_k = params.top_k if 0 < params.top_k < vocab_size else 0
-    return make_sampler(temp=params.temperature, top_p=params.top_p, top_k=top_k)
+    # mlx-lm compares min-p with the probabilities before the temperature; the torch
+    # backend (as vLLM) after it. p_i / p_max >= m at temperature t is
+    # (p_i / p_max) ** (1 / t) >= m, i.e. p_i / p_max >= m ** t: the same tokens kept.
+    min_p = params.min_p**params.temperature if params.min_p else 0.0
+    return make_sampler(temp=params.temperature, top_p=params.top_p, min_p=min_p, top_k=top_k)
 
 
 def _logits_processors(params: SamplingParams) -> list[LogitsProcessor]:

@@ -1,7 +1,8 @@
 """The next token of every sequence of a step at once, each with its own parameters.
 
 All rows are processed as one (rows, vocab) tensor: repeat penalty, presence and
-frequency penalties, temperature, top-k, top-p, and then a pick. Greedy rows take the
+frequency penalties, temperature, min-p, top-k, top-p, and then a pick (min-p where
+vLLM applies it: after the temperature, before top-k and top-p). Greedy rows take the
 argmax. Sampled rows pick by the inverse of their candidates' cumulative probabilities
 at one uniform number from the sequence's own generator -- one number a step, whatever
 the row's candidates or the other rows, so a seeded request gives the same tokens alone
@@ -133,7 +134,7 @@ class Sampler:
         """Sampled token ids for rows that all sample (temperature, top-k, top-p), in
         three kinds: with top-k; with top-p alone; with neither (the whole vocabulary)."""
         temperature = torch.tensor([s.params.temperature for s in seqs], device=self.device)
-        scaled = logits / temperature[:, None]
+        scaled = _drop_below_min_p(logits / temperature[:, None], seqs)
         tokens = torch.empty(len(seqs), dtype=torch.long, device=self.device)
         kinds: dict[str, list[int]] = {"top_k": [], "top_p": [], "whole": []}
         for row, seq in enumerate(seqs):
@@ -194,6 +195,18 @@ class Sampler:
         top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
         before = torch.cumsum(probs, dim=-1) - probs
         return probs.masked_fill(before >= top_p[:, None], 0.0)
+
+
+def _drop_below_min_p(scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
+    """Rows' scaled logits with every token less likely than min_p times the row's
+    likeliest one at -inf: p / p_max < min_p where logit < max + log(min_p), so no
+    softmax is needed. A row with min_p 0 keeps all (log 0 = -inf)."""
+    min_p = [s.params.min_p for s in seqs]
+    if not any(min_p):
+        return scaled
+    floor = torch.tensor(min_p, device=scaled.device).log()
+    threshold = scaled.amax(dim=-1, keepdim=True) + floor[:, None]
+    return scaled.masked_fill_(scaled < threshold, float("-inf"))  # scaled is our own copy
 
 
 def _draw_whole(scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:

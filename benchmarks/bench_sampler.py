@@ -1,4 +1,5 @@
-"""The torch sampler's time per step (backends/torch_sampler.py) for each route's defaults.
+"""The torch sampler's time per step (backends/torch_sampler.py) for each route's defaults
+(and min-p on the OpenAI routes').
 
 Qwen's 151,936-token vocabulary, logits drawn at random: "peaked" (scaled up, as a
 trained model's next token usually is: its top_p 0.95 lies within a few hundred tokens)
@@ -29,6 +30,9 @@ DEFAULTS = {
     "/completions (top-p 0.95, no top-k)": SamplingParams(temperature=0.7, top_k=0, top_p=0.95),
     "OpenAI routes (temperature 1, no top-k or top-p)": SamplingParams(
         temperature=1.0, top_k=0, top_p=1.0
+    ),
+    "OpenAI routes with min_p 0.05": SamplingParams(
+        temperature=1.0, top_k=0, top_p=1.0, min_p=0.05
     ),
 }
 SHAPES = {"peaked": 4.0, "flat": 1.0}

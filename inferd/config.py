@@ -183,7 +183,7 @@ class ModelConfig(_Section):
     api_key_env: str | None = Field(None, min_length=1)  # variable holding the upstream's key
     # Seconds to wait for the upstream: to connect, for the first token, between tokens.
     timeout: float = Field(60.0, gt=0)
-    # Send top_k and repetition_penalty (vLLM, llama.cpp, mlx-lm and inferd take them;
+    # Send top_k, repetition_penalty and min_p (vLLM, llama.cpp, mlx-lm and inferd take them;
     # turn off for upstreams that reject unknown fields, such as OpenAI's own API).
     sampling_extensions: bool = True
 

@@ -36,6 +36,7 @@ class CompletionRequest(_Body):
     # Any string: the registry answers an unknown device with the devices this server has.
     device: str | None = None
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)  # 0: off
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -46,6 +47,7 @@ class CompletionRequest(_Body):
             repeat_penalty=1.0,
             stop=tuple(self.stop),
             seed=self.seed,
+            min_p=self.min_p,
         )
 
 
@@ -63,6 +65,7 @@ class ChatRequest(_Body):
     # Any string: the registry answers an unknown device with the devices this server has.
     device: str | None = None
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    min_p: float = Field(0.0, alias="min-p", ge=0.0, le=1.0)  # 0: off
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -73,6 +76,7 @@ class ChatRequest(_Body):
             repeat_penalty=self.repeat_penalty,
             stop=tuple(self.stop),
             seed=self.seed,
+            min_p=self.min_p,
         )
 
 

@@ -122,3 +122,21 @@ def test_top_k_beyond_the_vocabulary_keeps_every_token(owner: Owner) -> None:
         return len(sample([SamplingParams(temperature=0.8, top_k=10_000, seed=2)], logits(1))[0])
 
     assert owner(run) == 1
+
+
+@pytest.mark.parametrize(("temperature", "kept"), [(1.0, {0, 1}), (2.0, {0, 1, 2})])
+def test_min_p_keeps_what_the_torch_sampler_keeps(owner: Owner, temperature, kept) -> None:
+    """min_p 0.5 of a 0.4 favourite, compared with the probabilities at the request's
+    temperature, as the torch backend does (tests/test_torch_sampler.py): at 1 tokens 0
+    and 1 (p >= 0.2); at 2 token 2 too (its ratio 0.375 becomes 0.61)."""
+    params = SamplingParams(temperature=temperature, top_k=0, top_p=1.0, min_p=0.5)
+
+    def run() -> set[int]:
+        import mlx.core as mx
+
+        probs = mx.full((VOCAB,), 0.2 / (VOCAB - 3))
+        probs[:3] = mx.array([0.4, 0.25, 0.15])
+        values = mx.broadcast_to(mx.log(probs)[None], (400, VOCAB))
+        return {t for _ in range(5) for t in sample([params] * 400, values)[0]}
+
+    assert owner(run) == kept

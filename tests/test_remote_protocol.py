@@ -45,14 +45,14 @@ def test_a_completion_goes_upstream_as_a_prompt():
 
 
 def test_extensions_are_sent_only_when_asked_for_and_allowed():
-    params = SamplingParams(top_k=5, repeat_penalty=1.1, presence_penalty=0.5)
+    params = SamplingParams(top_k=5, repeat_penalty=1.1, presence_penalty=0.5, min_p=0.05)
     on = request_for("m", "x", params, context_length=512, extensions=True).body
     off = request_for("m", "x", params, context_length=512, extensions=False).body
-    assert (on["top_k"], on["repetition_penalty"]) == (5, 1.1)
-    assert "top_k" not in off and "repetition_penalty" not in off
+    assert (on["top_k"], on["repetition_penalty"], on["min_p"]) == (5, 1.1, 0.05)
+    assert not {"top_k", "repetition_penalty", "min_p"} & off.keys()
     assert off["presence_penalty"] == 0.5  # OpenAI's own: always sent
     plain = request_for("m", "x", SamplingParams(top_k=0), context_length=512, extensions=True)
-    assert "top_k" not in plain.body and "repetition_penalty" not in plain.body
+    assert not {"top_k", "repetition_penalty", "min_p"} & plain.body.keys()
 
 
 def test_a_budget_past_the_context_is_left_to_the_upstream():

@@ -65,19 +65,27 @@ def test_chat_fields_are_kebab_case():
 
 def test_completion_sampling_parameters():
     body = parse_body(
-        CompletionRequest, {**COMPLETION, "max_tokens": 9, "temperature": 0, "stop": ["\n"]}
+        CompletionRequest,
+        {**COMPLETION, "max_tokens": 9, "temperature": 0, "stop": ["\n"], "min_p": 0.1},
     )
     assert body.sampling() == SamplingParams(
-        max_tokens=9, temperature=0.0, top_p=0.95, top_k=0, repeat_penalty=1.0, stop=("\n",)
+        max_tokens=9,
+        temperature=0.0,
+        top_p=0.95,
+        top_k=0,
+        repeat_penalty=1.0,
+        stop=("\n",),
+        min_p=0.1,
     )
 
 
 def test_chat_sampling_parameters():
     body = parse_body(
-        ChatRequest, {**CHAT, "max-token": 7, "top-k": 3, "repeat-penalty": 1.3, "seed": 5}
+        ChatRequest,
+        {**CHAT, "max-token": 7, "top-k": 3, "repeat-penalty": 1.3, "seed": 5, "min-p": 0.05},
     )
     assert body.sampling() == SamplingParams(
-        max_tokens=7, temperature=0.7, top_p=0.95, top_k=3, repeat_penalty=1.3, seed=5
+        max_tokens=7, temperature=0.7, top_p=0.95, top_k=3, repeat_penalty=1.3, seed=5, min_p=0.05
     )
 
 
@@ -139,6 +147,8 @@ def test_completion_out_of_range_values_are_rejected_by_name(fields, field):
         ({"top-k": -1}, "top-k"),
         ({"repeat-penalty": 0.99}, "repeat-penalty"),
         ({"repeat-penalty": 2.01}, "repeat-penalty"),
+        ({"min-p": -0.01}, "min-p"),
+        ({"min-p": 1.01}, "min-p"),
         ({"max-token": 0}, "max-token"),
         ({"session-id": ""}, "session-id"),
         ({"session-id": "a/b"}, "session-id"),

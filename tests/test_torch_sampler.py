@@ -67,6 +67,7 @@ def test_a_seeded_row_draws_the_same_alone_or_beside_any_other_row():
         SamplingParams(temperature=0.9, top_k=0, top_p=0.8, seed=3),  # top-p alone
         SamplingParams(temperature=0.0),
         SamplingParams(temperature=1.3, top_k=40, top_p=0.5),  # unseeded
+        SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.3, seed=4),
     ]
     for other in neighbours:
         together = draw([seq(other), seq(params)], torch.cat([logits(1, 9), scores]), 20)
@@ -132,6 +133,32 @@ def test_top_p_without_top_k_keeps_the_head_holding_top_p_of_all_the_mass(monkey
     assert all(abs(f - e) < 0.03 for f, e in zip(frequencies(tokens, 3), expected, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("top_k", "top_p"), [(0, 1.0), (0, 0.99), (10, 1.0)], ids=["whole", "top-p", "top-k"]
+)
+def test_min_p_keeps_the_tokens_at_least_min_p_times_as_likely_as_the_likeliest(top_k, top_p):
+    """min_p 0.5 of a 0.4 favourite keeps p >= 0.2: tokens 0 and 1, renormalized, in
+    every kind of draw; a row beside it without min_p still draws from all of it."""
+    probs = torch.full((VOCAB,), 0.2 / (VOCAB - 3))
+    probs[:3] = torch.tensor([0.4, 0.25, 0.15])
+    params = SamplingParams(temperature=1.0, top_k=top_k, top_p=top_p, min_p=0.5, seed=7)
+    plain = SamplingParams(temperature=1.0, top_k=top_k, top_p=top_p, seed=8)
+    tokens, others = draw([seq(params), seq(plain)], probs.log()[None].repeat(2, 1), 3000)
+    assert set(tokens) == {0, 1}
+    expected = [0.4 / 0.65, 0.25 / 0.65]
+    assert all(abs(f - e) < 0.03 for f, e in zip(frequencies(tokens, 2), expected, strict=True))
+    assert 2 in others
+
+
+def test_min_p_applies_after_the_temperature():
+    """At temperature 2 the ratios to the favourite are their square roots: token 2's
+    0.375 becomes 0.61, kept by min_p 0.5; the tail's 0.01 becomes 0.1, still dropped."""
+    probs = torch.full((VOCAB,), 0.2 / (VOCAB - 3))
+    probs[:3] = torch.tensor([0.4, 0.25, 0.15])
+    row = seq(SamplingParams(temperature=2.0, top_k=0, top_p=1.0, min_p=0.5, seed=9))
+    assert set(draw([row], probs.log()[None], 2000)[0]) == {0, 1, 2}
+
+
 def test_a_flat_distribution_s_nucleus_reaches_past_the_search(monkeypatch):
     monkeypatch.setattr(torch_sampler, "NUCLEUS_SEARCH", 3)
     row = seq(SamplingParams(temperature=1.0, top_k=0, top_p=0.99, seed=5))
@@ -165,7 +192,14 @@ def test_a_non_finite_row_is_flagged_and_the_others_are_not():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", -0.1), ("temperature", float("nan")), ("top_k", -1), ("top_p", 0.0)],
+    [
+        ("temperature", -0.1),
+        ("temperature", float("nan")),
+        ("top_k", -1),
+        ("top_p", 0.0),
+        ("min_p", -0.1),
+        ("min_p", 1.5),
+    ],
 )
 def test_out_of_range_params_are_named(field: str, value: float):
     with pytest.raises(BackendError, match=field):

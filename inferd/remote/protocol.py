@@ -62,6 +62,8 @@ def request_for(
             body["top_k"] = params.top_k
         if params.repeat_penalty != 1.0:
             body["repetition_penalty"] = params.repeat_penalty
+        if params.min_p:
+            body["min_p"] = params.min_p
     if isinstance(prompt, str):
         return UpstreamRequest("/completions", {**body, "prompt": prompt})
     messages = [{"role": m.role, "content": m.content} for m in prompt]
