@@ -4,15 +4,14 @@ All rows are processed as one (rows, vocab) tensor: repeat penalty, presence and
 frequency penalties, temperature, min-p, top-k, top-p, and then a pick (min-p where
 vLLM applies it: after the temperature, before top-k and top-p). Greedy rows take the
 argmax. Sampled rows pick by the inverse of their candidates' cumulative probabilities
-at one uniform number from the sequence's own generator -- one number a step, whatever
-the row's candidates or the other rows, so a seeded request gives the same tokens alone
-or in any batch. Candidates are ordered only where top-k or top-p needs it, and top-p
-alone looks for its nucleus among the first NUCLEUS_SEARCH before sorting the whole
-vocabulary: on Qwen's 151,936 tokens, a row with the OpenAI routes' defaults (neither)
-took 12.6 ms a step before and 0.24-0.3 ms now, /completions' top-p 0.95 12.7 -> 0.72 ms on
-a peaked distribution (`benchmarks/bench_sampler.py`, 2 cores). The tokens and a per-row
-"finite" flag cross to the host together: one sync per step (top-p alone adds one to
-check its nucleus).
+at uniform numbers from the sequence's own generator -- as many as its own logits
+need, whatever the other rows, so a seeded request gives the same tokens alone or in
+any batch. Candidates are ordered only where top-k needs it: top-p alone draws by
+rejection instead of sorting the vocabulary (_draw_top_p). On Qwen's 151,936 tokens a
+row with the OpenAI routes' defaults (neither) took 12.6 ms a step sorted and 0.24-0.3
+ms now; /completions' top-p 0.95: MEASURE (`benchmarks/bench_sampler.py`, 2 cores).
+The tokens and a per-row "finite" flag cross to the host together: one sync per step
+(top-p alone adds one a round of draws, usually one).
 
 A temperature below 1e-5 is greedy (as in vLLM): dividing by 1e-40 would overflow to
 inf and NaN. A row whose logits are not finite fails its own request, not the batch.
@@ -28,8 +27,8 @@ from inferd.backends.base import OCCURRENCE_WINDOW, SamplingParams, is_greedy
 from inferd.sequence import SequenceState
 
 _ARGMAX_CHUNK = 128
-# Candidates a top-p row without top-k looks for its nucleus among before sorting all.
-NUCLEUS_SEARCH = 1024
+# Draws a top-p row without top-k makes before it sorts (_draw_top_p).
+REJECTION_ROUNDS = 16
 # Tokens to a block of the whole-vocabulary draw's first level (_draw_whole).
 CDF_BLOCK = 128
 
@@ -160,26 +159,38 @@ class Sampler:
         return self._from_ranked(probs, ids, seqs)
 
     def _draw_top_p(self, scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
-        """Rows with top-p alone: the head of the whole vocabulary holding top_p of its
-        mass. A sort of Qwen's 151,936 logits takes ~11 ms a row, its top 1,024 0.5 ms:
-        the nucleus is looked for there first (a trained model's usually lies within),
-        and only the rows whose nucleus is not there (a flat distribution) sort -- each
-        row's candidates its own, whatever the other rows'."""
+        """Rows with top-p alone, without ordering the vocabulary (a sort of Qwen's 151,936
+        logits takes ~11 ms a row): by rejection, as FlashInfer's sampling kernels do. Each
+        row draws from what is left of its distribution. The token is in the nucleus when
+        the tokens more likely than it hold less than top_p of all the mass (ties at the
+        edge are all in); if not, every token at most as likely is out too, and the row
+        draws again without them. Every round's tokens hold the whole nucleus, so the token
+        accepted is drawn with its probability renormalized over the nucleus. The rounds
+        depend on the row's own logits and generator only. A row still drawing after
+        REJECTION_ROUNDS (a top_p of almost 0 over many tokens) sorts."""
         probs = torch.softmax(scaled, dim=-1)
-        values, ids = torch.topk(probs, min(NUCLEUS_SEARCH, probs.shape[-1]), dim=-1)
-        short: list[int] = []
-        if values.shape[-1] < probs.shape[-1]:
-            top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
-            short = [i for i, flat in enumerate((values.sum(dim=-1) < top_p).tolist()) if flat]
-        if not short:
-            return self._from_ranked(values, ids, seqs)
+        top_p = torch.tensor([s.params.top_p for s in seqs], device=self.device)
         tokens = torch.empty(len(seqs), dtype=torch.long, device=self.device)
-        flat = set(short)
-        head = [i for i in range(len(seqs)) if i not in flat]
-        if head:
-            tokens[head] = self._from_ranked(values[head], ids[head], [seqs[i] for i in head])
-        flat_values, flat_ids = torch.sort(probs[short], dim=-1, descending=True)
-        tokens[short] = self._from_ranked(flat_values, flat_ids, [seqs[i] for i in short])
+        floor = torch.full((len(seqs), 1), -1.0, device=self.device)  # out: p <= floor
+        pending = list(range(len(seqs)))
+        for round_ in range(REJECTION_ROUNDS):
+            rows = probs if len(pending) == len(seqs) else probs[pending]
+            # nothing is out in the first round
+            left = rows if round_ == 0 else rows.masked_fill(rows <= floor[pending], 0.0)
+            drawn = _draw_weights(left, [seqs[i] for i in pending])
+            chosen = rows.gather(1, drawn[:, None])
+            above = torch.where(rows > chosen, rows, 0.0).sum(dim=-1)
+            # the round's host sync; a NaN row (failed by the caller) is done
+            inside = (~(above >= top_p[pending])).tolist()
+            accepted = [j for j, ok in enumerate(inside) if ok]
+            rejected = [j for j, ok in enumerate(inside) if not ok]
+            tokens[[pending[j] for j in accepted]] = drawn[accepted]
+            pending = [pending[j] for j in rejected]
+            if not pending:
+                return tokens
+            floor[pending] = chosen[rejected]
+        values, ids = torch.sort(probs[pending], dim=-1, descending=True)
+        tokens[pending] = self._from_ranked(values, ids, [seqs[i] for i in pending])
         return tokens
 
     def _from_ranked(
@@ -210,19 +221,24 @@ def _drop_below_min_p(scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> to
 
 
 def _draw_whole(scaled: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
-    """Rows with neither top-k nor top-p: a draw over the whole vocabulary as it stands,
-    in two levels -- a block of CDF_BLOCK tokens by the blocks' masses, then a token in
-    it -- instead of one float64 cumulative sum over all of it: 8 rows of 151,936 took
-    7.6 ms a step that way, 0.73 ms this (`benchmarks/bench_sampler.py`, 2 cores)."""
-    probs = torch.softmax(scaled, dim=-1)
-    rows, width = probs.shape
+    """Rows with neither top-k nor top-p: a draw over the whole vocabulary as it stands."""
+    return _draw_weights(torch.softmax(scaled, dim=-1), seqs)
+
+
+def _draw_weights(weights: torch.Tensor, seqs: Sequence[SequenceState]) -> torch.Tensor:
+    """A column per row of (rows, vocab) weights (probabilities, unnormalized; zeros
+    never drawn), in vocabulary order, in two levels -- a block of CDF_BLOCK tokens by the
+    blocks' masses, then a token in it -- instead of one float64 cumulative sum over all
+    of it: 8 rows of 151,936 took 7.6 ms a step that way, 0.73 ms this
+    (`benchmarks/bench_sampler.py`, 2 cores)."""
+    rows, width = weights.shape
     blocks = -(-width // CDF_BLOCK)
     if blocks * CDF_BLOCK != width:  # Qwen's 151,936 is 1,187 blocks: no copy there
-        probs = torch.nn.functional.pad(probs, (0, blocks * CDF_BLOCK - width))
-    by_block = probs.view(rows, blocks, CDF_BLOCK)
+        weights = torch.nn.functional.pad(weights, (0, blocks * CDF_BLOCK - width))
+    by_block = weights.view(rows, blocks, CDF_BLOCK)
     # a block's mass in float32 (128 terms), their running sum in float64
     block, rest = _locate(by_block.sum(dim=-1).double(), _uniforms(seqs))
-    within = by_block[torch.arange(rows, device=probs.device), block]
+    within = by_block[torch.arange(rows, device=weights.device), block]
     token, _ = _locate(within.double(), rest, scaled_target=True)
     return (block * CDF_BLOCK + token).clamp_(max=width - 1)
 
