@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import MethodNotAllowed, SanicException
 from sanic.response import HTTPResponse, json
+
+from inferd.methods import allowed_methods
 
 log = logging.getLogger("inferd")
 
@@ -111,6 +113,9 @@ def describe_exception(
         return exception.status, exception.message, exception.headers
     if isinstance(exception, SanicException) and exception.status_code != 500:
         headers = dict(getattr(exception, "headers", None) or {})
+        if isinstance(exception, MethodNotAllowed) and "Allow" not in headers:
+            # Sanic's router leaves it off when routes share a path (methods.py).
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.path))
         return exception.status_code, str(exception) or "bad request", headers
     log.exception("request %s failed", request_id(request), exc_info=exception)
     return 500, f"internal server error (request id {request_id(request)})", {}
