@@ -93,6 +93,11 @@ class RetryLater(ServiceUnavailable):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class Overloaded(RetryLater):
+    """Load shed on purpose (a full queue, a queue wait past its limit): an expected
+    operating condition, so it is logged as a warning, not as a failure."""
+
+
 def request_id(request: Request) -> str:
     return str(request.id)
 
@@ -109,7 +114,8 @@ def describe_exception(
     """Status, client message and headers for any exception (logging internal ones)."""
     if isinstance(exception, ApiError):
         if exception.status >= 500:
-            log.error("request %s: %s", request_id(request), exception.message)
+            level = logging.WARNING if isinstance(exception, Overloaded) else logging.ERROR
+            log.log(level, "request %s: %s", request_id(request), exception.message)
         return exception.status, exception.message, exception.headers
     if isinstance(exception, SanicException) and exception.status_code != 500:
         headers = dict(getattr(exception, "headers", None) or {})
