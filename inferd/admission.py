@@ -18,7 +18,7 @@ from collections import Counter
 
 from inferd.backends.base import GenerationStats, TokenEvent
 from inferd.config import ModelConfig
-from inferd.errors import RetryLater
+from inferd.errors import Overloaded
 from inferd.stream import GenerationObserver, Stream
 
 # Seconds a refused client is asked to wait: queues here move within seconds.
@@ -46,7 +46,7 @@ class Gate:
         """A place for one request; 503 at once when every place is taken."""
         if self.in_flight >= self.capacity:
             self.refused["queue_full"] += 1
-            raise RetryLater(
+            raise Overloaded(
                 f"{self.label} is at capacity ({self.max_concurrent} decoding, "
                 f"{self.max_queue} queued); retry shortly",
                 retry_after=RETRY_AFTER,
@@ -81,7 +81,7 @@ class Ticket:
         except asyncio.TimeoutError:
             stream.cancel()
             self.gate.refused["queue_timeout"] += 1
-            raise RetryLater(
+            raise Overloaded(
                 f"{self.gate.label} is busy: the request waited "
                 f"{self.gate.queue_timeout:g} s in the queue; retry shortly",
                 retry_after=RETRY_AFTER,

@@ -173,8 +173,11 @@ def _operation(route: Any, method: str, schemas: _Schemas) -> dict[str, Any]:
     operation = operation_of(handler) or Operation(
         summary=getattr(handler, "__name__", route.name), tag="undocumented", replies={200: None}
     )
+    name = route.name.rsplit(".", 1)[-1]
+    if method == "head":  # a GET route's HEAD twin (methods.py) is named "<name>_head"
+        name = name.removesuffix("_head")
     entry: dict[str, Any] = {
-        "operationId": f"{route.name.rsplit('.', 1)[-1]}_{method}",
+        "operationId": f"{name}_{method}",
         "summary": operation.summary,
         "tags": [operation.tag],
         "responses": _responses(operation, method, schemas),

@@ -16,6 +16,7 @@ from inferd.app_metrics import AppMetrics
 from inferd.config import Config
 from inferd.errors import handle_exception
 from inferd.lifecycle import Lifecycle
+from inferd.methods import add_head_routes
 from inferd.openai import routes as openai
 from inferd.plugin_chain import PluginChain
 from inferd.plugin_loader import load_plugins
@@ -72,6 +73,7 @@ def create_app(
     for routes in (health, models, completions, chat, ws, history, webui, openai, docs):
         routes.register(app)
     app.ctx.plugins.setup(app)
+    add_head_routes(app)  # after every route, the plugins' included
     access_log.install(app)
 
     @app.signal("http.lifecycle.exception")

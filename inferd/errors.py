@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import MethodNotAllowed, SanicException
 from sanic.response import HTTPResponse, json
+
+from inferd.methods import allowed_methods
 
 log = logging.getLogger("inferd")
 
@@ -91,6 +93,11 @@ class RetryLater(ServiceUnavailable):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class Overloaded(RetryLater):
+    """Load shed on purpose (a full queue, a queue wait past its limit): an expected
+    operating condition, so it is logged as a warning, not as a failure."""
+
+
 def request_id(request: Request) -> str:
     return str(request.id)
 
@@ -107,10 +114,14 @@ def describe_exception(
     """Status, client message and headers for any exception (logging internal ones)."""
     if isinstance(exception, ApiError):
         if exception.status >= 500:
-            log.error("request %s: %s", request_id(request), exception.message)
+            level = logging.WARNING if isinstance(exception, Overloaded) else logging.ERROR
+            log.log(level, "request %s: %s", request_id(request), exception.message)
         return exception.status, exception.message, exception.headers
     if isinstance(exception, SanicException) and exception.status_code != 500:
         headers = dict(getattr(exception, "headers", None) or {})
+        if isinstance(exception, MethodNotAllowed) and "Allow" not in headers:
+            # Sanic's router leaves it off when routes share a path (methods.py).
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.path))
         return exception.status_code, str(exception) or "bad request", headers
     log.exception("request %s failed", request_id(request), exc_info=exception)
     return 500, f"internal server error (request id {request_id(request)})", {}

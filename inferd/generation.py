@@ -123,6 +123,8 @@ class ChatTurn:
     stream: Stream
     answer: str = ""
     recorded: bool = False
+    # When the session began (ensure's answer): the turn is stored only in that session.
+    created: float | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -137,16 +139,21 @@ class ChatTurn:
         stream's end, `__END__`), so a client that sends its next turn at once finds this
         one in the history; and again in the routes' `finally`, for a turn cut short,
         where a second call does nothing. A store that does not answer in time is
-        logged, and the write still finishes in the background."""
+        logged, and the write still finishes in the background.
+
+        A session deleted while the answer streamed stays deleted: the turn is dropped
+        (the client still gets its whole answer)."""
         if self.parsed.session_id is None or self.recorded:
             return
         self.recorded = True
         turn = [{"role": m.role, "content": m.content} for m in self.parsed.messages]
         turn.append({"role": "assistant", "content": self.answer})
+        session_id, owner = self.parsed.session_id, self.parsed.owner
         try:
-            await self.sessions.append(self.parsed.session_id, turn, self.parsed.owner)
+            if not await self.sessions.append(session_id, turn, owner, created=self.created):
+                log.info("session %s was deleted during the answer: turn not stored", session_id)
         except StoreUnavailable as error:
-            log.error("session %s: turn not stored yet: %s", self.parsed.session_id, error)
+            log.error("session %s: turn not stored yet: %s", session_id, error)
 
 
 def _conversation(history: list[ChatMessage], parsed: ParsedRequest) -> list[ChatMessage]:
@@ -181,14 +188,15 @@ async def start_chat(request: Request, parsed: ParsedRequest) -> ChatTurn:
         ticket.release()
         raise
     await ticket.admitted(stream)
+    created = None
     try:
         # Only a request that will really generate creates (or re-prompts) its session.
-        if (
-            parsed.session_id is not None
-            and await sessions.ensure(parsed.session_id, parsed.owner, parsed.system_prompt) is None
-        ):
-            raise NotFound(f"session {parsed.session_id!r} not found")
+        if parsed.session_id is not None:
+            session = await sessions.ensure(parsed.session_id, parsed.owner, parsed.system_prompt)
+            if session is None:
+                raise NotFound(f"session {parsed.session_id!r} not found")
+            created = session.created
     except BaseException:
         stream.cancel()
         raise
-    return ChatTurn(sessions, parsed, stream)
+    return ChatTurn(sessions, parsed, stream, created=created)

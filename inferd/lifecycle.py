@@ -7,12 +7,17 @@ for the rest, aborts what is left -- their handlers are cancelled, so a chat tur
 its partial answer just as on a disconnect -- and runs the after-stop listeners. On top
 of that, an inference server needs:
 
-- a drain (`begin_drain`): new requests on connections still open get 503 with
-  Retry-After and `Connection: close`, except the probes: /health stays 200 (a liveness
-  probe must not kill a draining server) and /readiness says "draining", so a load
-  balancer looks elsewhere; requests in flight close their connection when they end, so the
-  drain does not wait out idle keep-alive connections; idle WebSockets are closed
-  (1001 "going away"), busy ones once their answer ends;
+- a drain (`begin_drain`): new requests get 503 with Retry-After and `Connection:
+  close`, except the probes: /health stays 200 (a liveness probe must not kill a
+  draining server) and /readiness says "draining", so a load balancer looks elsewhere;
+  requests in flight close their connection when they end, so the drain does not wait
+  out idle keep-alive connections; idle WebSockets are closed (1001 "going away"), busy
+  ones once their answer ends;
+- still listening while it drains (`finish_in_flight`): Sanic closes its listening
+  socket only after the before-stop listeners, so the drain waits there for the
+  generations in flight (up to drain_timeout) and new connections are still answered
+  as above -- a probe on a fresh connection sees "draining", not "connection refused".
+  Sanic's own wait then gets what is left of drain_timeout;
 - a clean end (`shut_down`): wait for cancelled turns to store what they had and for
   the plugins' async hooks, close the session store (its pending writes finish first),
   and stop every model's owner thread, which closes its backend (MLX's close() included);
@@ -44,6 +49,7 @@ log = logging.getLogger("inferd")
 PROBES = frozenset({"/health", "/readiness"})  # answered while draining
 # How long the after-stop steps may take: stored turns, store writes, owner threads.
 CLOSE_TIMEOUT = 10.0
+DRAIN_POLL = 0.05  # s between looks at the generations in flight during a drain
 
 
 class Lifecycle:
@@ -86,6 +92,17 @@ class Lifecycle:
             _close_after_response(request)
         for ws in list(self._idle_websockets):
             await ws.close(1001, "server shutting down")
+
+    async def finish_in_flight(self, app: Sanic) -> None:
+        """before_server_stop, after begin_drain: wait (still listening) until no
+        generation is in flight or drain_timeout has passed, then leave Sanic only the
+        rest of that timeout to close the connections."""
+        deadline = time.monotonic() + _drain_timeout(app)
+        while app.ctx.admission.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        left = max(0.0, deadline - time.monotonic())
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = left
+        log.info("drained: %d generations left, closing the listener", app.ctx.admission.in_flight)
 
     async def shut_down(self, app: Sanic) -> None:
         """after_server_stop: store what was answered, close the store, stop the models."""

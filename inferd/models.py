@@ -22,8 +22,12 @@ async def list_models(request: Request) -> HTTPResponse:
 )
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
     registry = request.app.ctx.registry
-    # Sanic hands over path parameters still percent-encoded ("org%2Fname").
-    model = registry.find(unquote(model_id))
+    # Sanic hands over path parameters still percent-encoded ("org%2Fname"). A trailing
+    # slash is never part of a name, and `/models/` is the list, as `/models` is.
+    name = unquote(model_id).rstrip("/")
+    if not name:
+        return await list_models(request)
+    model = registry.find(name)
     detail = ModelDetail(
         id=model.id,
         name=model.name,

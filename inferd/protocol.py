@@ -3,7 +3,7 @@
 Sanic's own request timers are idle timers -- each byte received restarts them -- so a
 client that trickles a byte every few seconds can hold a connection forever, and
 nothing caps how many connections are open. GuardedProtocol (a subclass of the
-WebSocketProtocol Sanic would use anyway) adds, from `[server]`:
+WebSocketProtocol Sanic would use anyway, via ws_auth's) adds, from `[server]`:
 
 - `header_timeout`: a request's headers must be in within this many seconds of its
   first byte (of the connection being opened, for its first request);
@@ -25,7 +25,8 @@ from typing import Any
 
 from sanic.exceptions import RequestTimeout
 from sanic.http import Stage
-from sanic.server.protocols.websocket_protocol import WebSocketProtocol
+
+from inferd.ws_auth import KeyedWebSocketProtocol
 
 _REFUSAL_BODY = json.dumps({"error": "too many open connections; retry shortly"}).encode()
 TOO_MANY_CONNECTIONS = (
@@ -40,7 +41,7 @@ TOO_MANY_CONNECTIONS = (
 REFUSED_LINGER = 1.0
 
 
-class GuardedProtocol(WebSocketProtocol):
+class GuardedProtocol(KeyedWebSocketProtocol):
     __slots__ = ("_began", "_heard", "_refused", "_timer")
 
     def __init__(self, *args: object, **kwargs: object) -> None:

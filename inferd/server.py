@@ -25,6 +25,7 @@ def serve(app: Sanic, config: Config, *, sanic_access_log: bool = False) -> None
     async def drain(app: Sanic) -> None:
         exit_on_second_signal()  # first: a second signal must work during the drain
         await lifecycle.begin_drain(app)
+        await lifecycle.finish_in_flight(app)  # still listening: probes see "draining"
 
     # Stop listeners run in reverse priority order: the drain goes before any other
     # (a plugin's may wait for its own work), so no new request is taken meanwhile.

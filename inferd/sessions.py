@@ -211,7 +211,10 @@ class SessionStore:
     ) -> Session | None:
         """Create the session if missing and set its system prompt if one is given.
 
-        Returns None when the id is taken by another owner.
+        Returns None when the id is taken by another owner. The record is always written
+        back, which renews a `ttl`: a session a turn has begun on does not expire under
+        it (unless the answer takes longer than the ttl), so `append(created=...)` can
+        treat a missing session as deleted.
         """
 
         def edit(record: Record | None) -> Edit[Session | None]:
@@ -229,16 +232,31 @@ class SessionStore:
                 else:
                     session.messages.insert(0, system)
                 session.changed()
-            if record is None or system_prompt is not None:
-                return Edit(session, self._record(session))
-            return _unchanged(session)
+            return Edit(session, self._record(session))
 
         return self._storage.change(session_id, edit)
 
-    def append(self, session_id: str, messages: list[Message], owner: str | None = None) -> None:
-        """Append messages atomically (recreating the session if it was deleted meanwhile)."""
+    def append(
+        self,
+        session_id: str,
+        messages: list[Message],
+        owner: str | None = None,
+        *,
+        created: float | None = None,
+    ) -> bool:
+        """Append messages atomically; returns whether they were stored.
 
-        def edit(record: Record | None) -> Edit[None]:
+        `created`: the `created` of the session the turn began on (as `ensure` returned
+        it). The messages are then stored only in that very session: if it was deleted
+        meanwhile -- or deleted and made anew under the same id -- nothing is written, so
+        a turn still streaming can never bring back a session its user deleted. None:
+        create the session if it is missing."""
+
+        def edit(record: Record | None) -> Edit[bool]:
+            if created is not None and (
+                record is None or not _visible(record, owner) or record["created"] != created
+            ):
+                return _unchanged(False)
             session = (
                 Session.from_record(session_id, record)
                 if record
@@ -246,9 +264,9 @@ class SessionStore:
             )
             session.messages.extend(messages)
             session.changed()
-            return Edit(None, self._record(session))
+            return Edit(True, self._record(session))
 
-        self._storage.change(session_id, edit)
+        return self._storage.change(session_id, edit)
 
     def delete(self, session_id: str, owner: str | None = None) -> bool:
         def edit(record: Record | None) -> Edit[bool]:

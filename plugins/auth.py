@@ -1,4 +1,5 @@
-"""API-key authentication: `Authorization: Bearer <key>` on every non-public path.
+"""API-key authentication: `Authorization: Bearer <key>` on every non-public path (or,
+for a browser's WebSocket handshake, the `inferd.key.<base64url>` subprotocol: ws_auth.py).
 
 Keys come from `[auth] api_keys` and from the environment variable that `api_keys_env`
 names (comma-separated), so secrets need not sit in a file; an entry written as
@@ -25,6 +26,7 @@ from sanic.response import HTTPResponse
 from inferd.errors import error_response
 from inferd.plugins.base import Plugin, PluginConfig
 from inferd.plugins.paths import PathSet
+from inferd.ws_auth import key_from
 
 ALWAYS_PUBLIC = ("/health", "/readiness")
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -85,6 +87,8 @@ class AuthPlugin(Plugin):
     async def on_request(self, request: Request) -> HTTPResponse | None:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
+        if not key:  # a browser's WebSocket offers its key as a subprotocol (ws_auth.py)
+            key = key_from(request) or ""
         digest = key_digest(key) if key else None
         if digest is not None and self._known(digest):
             request.ctx.owner = digest

@@ -10,7 +10,7 @@ headers, which a browser script could not read otherwise. List this plugin first
 from __future__ import annotations
 
 from pydantic import Field
-from sanic import Request
+from sanic import Request, Sanic
 from sanic.response import HTTPResponse, empty
 
 from inferd.plugins.base import Plugin, PluginConfig
@@ -28,11 +28,18 @@ class CorsConfig(PluginConfig):
     max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
 
+def route_methods(app: Sanic) -> str:
+    """Every method some route takes, and OPTIONS: what a preflight may be told."""
+    methods = {method for route in app.router.routes for method in route.methods}
+    return ", ".join(sorted(methods | {"OPTIONS"}))
+
+
 class CorsPlugin(Plugin):
     name = "cors"
     Config = CorsConfig
     config: CorsConfig
     sees_health_checks = True  # browser dashboards may poll /health cross-origin
+    _methods: str | None = None  # route_methods, once every route is in
 
     def _allowed(self, request: Request) -> str | None:
         origin = request.headers.get("origin")
@@ -49,11 +56,13 @@ class CorsPlugin(Plugin):
         origin = self._allowed(request)
         if origin is None:
             return empty(status=204)  # no CORS headers: the browser refuses the call
+        if self._methods is None:
+            self._methods = route_methods(request.app)
         return empty(
             status=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Methods": self._methods,
                 "Access-Control-Allow-Headers": request.headers.get(
                     "access-control-request-headers", "Authorization, Content-Type"
                 ),

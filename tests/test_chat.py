@@ -7,6 +7,7 @@ import json
 import threading
 
 import httpx
+import pytest
 
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
@@ -336,3 +337,27 @@ async def test_a_turn_is_stored_before_its_client_sees_the_end(tmp_path):
         roles = stored_roles(app, "s")
     assert stream.text == REPLY
     assert roles == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("kind", ["diskcache", "redis"])
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
+async def test_a_session_deleted_while_its_answer_streams_stays_deleted(
+    tmp_path, request, kind, existing
+):
+    sessions = {"url": request.getfixturevalue("empty_redis")} if kind == "redis" else {}
+    app = make_app(tmp_path, FakeBackend(step_delay=0.02), sessions=sessions)
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        if existing:
+            await post_sse(url, "/chat/completions", _body(**{"session-id": "s"}))
+        async with client.stream(
+            "POST", "/chat/completions", json=_body(**{"session-id": "s"})
+        ) as response:
+            lines = response.aiter_lines()
+            received = [await anext(lines)]
+            deleted = await client.delete("/chat/history/s")
+            received += [line async for line in lines]
+        # The client still gets its whole answer; the turn is not stored anywhere.
+        assert deleted.status_code == 204
+        assert parse_sse("\n".join(received)).text == REPLY
+        assert (await client.get("/chat/history/s")).status_code == 404
+        assert (await client.get("/sessions")).json() == []

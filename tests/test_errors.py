@@ -15,6 +15,8 @@ from inferd.errors import (
     Forbidden,
     InternalError,
     NotFound,
+    Overloaded,
+    RetryLater,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -98,6 +100,25 @@ async def test_internal_api_error_is_a_500_with_its_message_and_is_logged(tmp_pa
     assert response.status == 500
     assert response.json == {"error": "model exploded"}
     assert any(str(request.id) in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("exception", "level"),
+    [
+        (Overloaded("the queue is full; retry shortly"), logging.WARNING),  # shed on purpose
+        (RetryLater("the session store failed; retry shortly"), logging.ERROR),
+        (InternalError("model exploded"), logging.ERROR),
+    ],
+)
+async def test_shed_load_is_logged_as_a_warning_and_failures_as_errors(
+    tmp_path, caplog, exception, level
+):
+    app = _app_raising(tmp_path, exception)
+    with caplog.at_level(logging.INFO, logger="inferd"):
+        _, response = await app.asgi_client.get("/boom")
+    assert response.status == exception.status
+    [record] = [r for r in caplog.records if exception.message in r.message]
+    assert record.levelno == level
 
 
 async def test_a_backend_exception_outside_generation_is_a_500_with_request_id(tmp_path):

@@ -109,8 +109,7 @@ async def test_sigterm_lets_a_stream_finish_stores_it_and_exits_0(tmp_path):
             os.kill(server.process.pid, signal.SIGTERM)
             await _until_logged(server, "draining: 1 generations in flight")
 
-            # New connections are refused; a request already on its way gets a 503.
-            assert await _connection_refused(server)
+            # A request already on its way gets a 503.
             busy.sendall(rest_of_body)
             refusal = await asyncio.to_thread(_read_response, busy)
             # An idle WebSocket is told the server is going away.
@@ -137,6 +136,37 @@ async def test_sigterm_lets_a_stream_finish_stores_it_and_exits_0(tmp_path):
     assert "fake backend closed on: ['inferd-fake@cpu']" in server.log_text()
     assert "closed fake@cpu" in server.log_text()
     assert "session store closed" in server.log_text()
+
+
+async def test_new_connections_during_the_drain_are_answered_until_it_ends(tmp_path):
+    # Sanic stops listening when the drain ends, not when it begins: a load balancer's
+    # probe on a fresh connection sees "draining", never "connection refused".
+    log = tmp_path / "server.log"
+    with fake_server(_config(tmp_path, drain_timeout=20), log, "--step-delay", "0.05") as server:
+        await asyncio.to_thread(server.wait_ready)
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=20) as client,
+            client.stream("POST", "/chat/completions", json=_chat("drained")) as response,
+        ):
+            chunks = response.aiter_text()
+            received = [await anext(chunks)]
+            os.kill(server.process.pid, signal.SIGTERM)
+            await _until_logged(server, "draining: 1 generations in flight")
+            async with httpx.AsyncClient(base_url=server.url, timeout=5) as fresh:
+                ready = await fresh.get("/readiness")
+                alive = await fresh.get("/health")
+                work = await fresh.post("/completions", json={"model": "fake", "prompt": "x"})
+            received += [chunk async for chunk in chunks]
+        # Once the last generation is done, the listener closes.
+        refused = await _connection_refused(server)
+        exit_code = await asyncio.to_thread(server.exit_code, 30)
+
+    assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+    assert alive.status_code == 200
+    assert work.status_code == 503 and work.headers["retry-after"] == "1"
+    assert parse_sse("".join(received)).text == REPLY
+    assert refused
+    assert exit_code == 0
 
 
 async def test_the_drain_timeout_cancels_streams_and_keeps_their_partial_answers(tmp_path):

@@ -54,6 +54,17 @@ async def test_model_by_name_containing_a_slash(tmp_path):
     }
 
 
+async def test_a_trailing_slash_is_never_part_of_a_name(tmp_path):
+    app = make_app(tmp_path, models=MODELS)
+    _, listed = await app.asgi_client.get("/models/")
+    assert listed.status == 200
+    assert listed.json == {"models": ["fake/model", "Org/Other-Model-0.5B"]}
+    for path in ("/models/fake/", "/models/fake/model/", "/models/Org%2FOther-Model-0.5B/"):
+        _, response = await app.asgi_client.get(path)
+        assert response.status == 200, path
+        assert response.json["id"] in {"fake", "other"}, path
+
+
 async def test_model_by_id_matches_model_by_name(tmp_path):
     app = make_app(tmp_path, models=MODELS)
     _, by_id = await app.asgi_client.get("/models/other")

@@ -33,10 +33,10 @@ class RecordingStore(SessionStore):
         self.release.wait(10)
         return super().get(session_id, owner)
 
-    def append(self, session_id, messages, owner=None):
+    def append(self, session_id, messages, owner=None, *, created=None):
         self.threads.append(threading.current_thread().name)
         self.release.wait(10)
-        super().append(session_id, messages, owner)
+        return super().append(session_id, messages, owner, created=created)
 
     def ensure(self, session_id, owner, system_prompt):
         self.threads.append(threading.current_thread().name)

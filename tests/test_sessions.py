@@ -83,6 +83,48 @@ def test_append_keeps_order_and_recreates_a_deleted_session(store):
     assert store.get("s").messages == turn(3)
 
 
+def test_a_turn_is_not_stored_in_a_session_deleted_since_it_began(store):
+    # An answer still streaming when its session is deleted must not bring it back.
+    store.append("old", turn(1))
+    began_old = store.ensure("old", None, None).created
+    began_new = store.ensure("new", None, None).created  # the turn made this session
+    assert store.delete("old") and store.delete("new")
+    assert not store.append("old", turn(2), created=began_old)
+    assert not store.append("new", turn(1), created=began_new)
+    assert store.get("old") is None and store.get("new") is None
+    assert store.ids() == []
+
+
+def test_a_turn_is_not_stored_in_a_session_made_anew_under_its_id(store):
+    began = store.ensure("s", None, None).created
+    assert store.delete("s")
+    store.append("s", turn(9))  # another chat makes a new session "s"
+    assert not store.append("s", turn(1), created=began)
+    assert store.get("s").messages == turn(9)
+
+
+def test_a_turn_is_stored_in_its_session_whatever_else_changed_it(store):
+    began = store.ensure("s", None, None).created
+    store.append("s", turn(1))
+    store.rename("s", "renamed")
+    assert store.rollback("s", 1) == 1
+    assert store.append("s", turn(2), created=began)
+    assert store.get("s").messages == turn(1)[:1] + turn(2)
+    assert not store.append("s", turn(3), "mallory", created=began)  # not another owner's
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_ensure_renews_the_ttl_of_the_session_a_turn_begins_on(kind, request, tmp_path):
+    store = SessionStore(storage(kind, request, tmp_path, ttl=0.6))
+    store.append("s", turn(1))
+    time.sleep(0.4)
+    began = store.ensure("s", None, None).created  # a new turn begins: 0.6 s more
+    time.sleep(0.4)
+    assert store.append("s", turn(2), created=began)
+    assert store.get("s").messages == turn(1) + turn(2)
+    store.close()
+
+
 def test_concurrent_appends_from_many_threads_never_lose_a_message(store):
     store.ensure("s", None, None)
 

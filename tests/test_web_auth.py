@@ -88,3 +88,25 @@ async def test_a_declined_prompt_stays_closed_until_the_status_is_clicked(browse
         await web.ready()
         await page.wait_for_selector("#status[data-state='ready']")
         assert not await page.is_visible("#key-dialog")
+
+
+async def test_a_browser_websocket_sends_its_key_as_a_subprotocol(browser, tmp_path):
+    # `new WebSocket(url)` cannot set Authorization: the key goes as a subprotocol.
+    app = make_app(tmp_path, auth={"enabled": True, "api_keys": [KEY]})
+    script = """async (key) => {
+        const encoded = btoa(key).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+        const ws = new WebSocket(`ws://${location.host}/chat/ws`,
+                                 ["inferd.bearer", "inferd.key." + encoded]);
+        return await new Promise((resolve, reject) => {
+            let text = "";
+            ws.onopen = () => ws.send(JSON.stringify({"model-name": "fake/model", prompt: "Hi"}));
+            ws.onmessage = (event) => {
+                if (event.data === "__END__") resolve([ws.protocol, text]);
+                else text += event.data;
+            };
+            ws.onerror = () => reject(new Error("handshake failed"));
+        });
+    }"""
+    async with live_server(app) as base, open_page(browser, f"{base}/") as web:
+        protocol, answer = await web.page.evaluate(script, KEY)
+    assert (protocol, answer) == ("inferd.bearer", REPLY)

@@ -26,7 +26,7 @@ from inferd.admission import RETRY_AFTER
 from inferd.backends.base import ModelInfo, SamplingParams, TokenEvent
 from inferd.config import ModelConfig
 from inferd.engine import WorkerState
-from inferd.errors import ApiError, RetryLater
+from inferd.errors import ApiError, Overloaded
 from inferd.remote.context import fit_history
 from inferd.remote.protocol import (
     Chunk,
@@ -181,7 +181,7 @@ class RemoteWorker:
         try:
             await asyncio.wait_for(self._slots.acquire(), self._model.queue_timeout)
         except asyncio.TimeoutError:
-            raise RetryLater(
+            raise Overloaded(
                 f"model {self._model.name!r} is busy: the request waited "
                 f"{self._model.queue_timeout:g} s for one of its {self._model.max_concurrent} "
                 "places upstream; retry shortly",

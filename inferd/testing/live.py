@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from sanic import Sanic
 
+from inferd.ws_auth import KeyedWebSocketProtocol
+
 
 @asynccontextmanager
 async def live_server(app: Sanic) -> AsyncIterator[str]:
@@ -21,7 +23,9 @@ async def live_server(app: Sanic) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # Sanic treats port=0 as "default port", so bind ourselves
     port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    server = await app.create_server(
+        sock=sock, return_asyncio_server=True, access_log=False, protocol=KeyedWebSocketProtocol
+    )
     assert server is not None
     await server.startup()
     await server.before_start()
