@@ -40,20 +40,29 @@ def drop_oldest_turn(history: list[ChatMessage]) -> int:
     return turn
 
 
+def split_latest(
+    messages: Sequence[ChatMessage],
+) -> tuple[list[ChatMessage], list[ChatMessage], list[ChatMessage]]:
+    """The system message (if any), the history that may be trimmed, and the latest
+    message (none when the system message is all there is): lists, to splice."""
+    system = [m for m in messages[:1] if m.role == "system"]
+    rest = list(messages[len(system) :])
+    return system, rest[:-1], rest[-1:]
+
+
 def chat_prompt(
     backend: Backend, info: ModelInfo, messages: Sequence[ChatMessage], max_tokens: int
 ) -> tuple[list[int], int]:
-    """Prompt ids for `messages` (system first if any, new user message last).
+    """Prompt ids for `messages` (system first if any, new user message last; or a
+    system message alone, which the model answers as OpenAI's do).
 
     Returns the ids and how many history messages were dropped to make them fit.
     """
-    system = [m for m in messages[:1] if m.role == "system"]
-    history = list(messages[len(system) : -1])
-    latest = messages[-1]
+    system, history, latest = split_latest(messages)
     budget = info.context_length - reply_room(info, max_tokens)
     dropped = 0
     while True:
-        ids = backend.encode_chat([*system, *history, latest])
+        ids = backend.encode_chat([*system, *history, *latest])
         if len(ids) <= budget or not history:
             break
         dropped += drop_oldest_turn(history)

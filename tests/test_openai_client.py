@@ -110,6 +110,9 @@ async def test_same_seed_same_output_and_penalties_change_it(stories_url):
 
         assert await complete(seed=42) == await complete(seed=42)
         assert await complete(seed=42) != await complete(seed=43)
+        # OpenAI takes negative seeds; each is its own stream, not its absolute value's.
+        assert await complete(seed=-42) == await complete(seed=-42)
+        assert await complete(seed=-42) != await complete(seed=42)
         greedy = await complete(temperature=0)
         for penalty in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
             assert await complete(temperature=0, **penalty) != greedy, penalty

@@ -29,7 +29,17 @@ def _error(response) -> dict:
         ({**CHAT, "temperature": 3}, "temperature", "less than or equal to 2"),
         ({**CHAT, "messages": []}, "messages", "at least 1"),
         ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "'tool'"),
-        ({**CHAT, "messages": [{"role": "system", "content": "x"}]}, "messages", "user message"),
+        (
+            {**CHAT, "messages": [{"role": "system", "content": "x"}], "session_id": "s"},
+            "messages",
+            "needs a user message",
+        ),
+        (
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages.0.content.0.type",
+            "'input_audio' part",
+        ),
+        ({**CHAT, "max_tokens": 5.5}, "max_tokens", "valid integer"),
         ({**CHAT, "stream_options": {"include_usage": True}}, "stream_options", "'stream'"),
         (
             {**CHAT, "max_tokens": 3, "max_completion_tokens": 4},

@@ -93,6 +93,39 @@ async def test_system_messages_lead_the_prompt_and_the_turn_follows(tmp_path):
     assert prompt.index("Hey.") < prompt.index("How are you?")
 
 
+async def test_what_langchain_and_open_webui_send_is_accepted(tmp_path):
+    backend = FakeBackend()
+    app = make_app(tmp_path, backend)
+    messages = [
+        {"role": "system", "content": "Be brief.", "name": "rules"},
+        {"role": "user", "content": "Hi", "name": "bob"},  # LangChain: HumanMessage(name=)
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Ho", "cache_control": {"type": "ephemeral"}}],
+        },
+    ]
+    body = _chat(messages=messages, max_tokens=3.0, seed=-1, prompt_cache_key="k", store=True)
+    _, response = await app.asgi_client.post("/v1/chat/completions", json=body)
+    assert response.status == 200
+    assert response.json["choices"][0]["message"]["content"] == REPLY[:3]
+    assert "bob" not in _prompt_text(backend)  # a name is dropped, not rendered
+
+
+async def test_system_messages_alone_are_answered_without_a_session(tmp_path):
+    backend = FakeBackend()
+    app = make_app(tmp_path, backend)
+    body = _chat(messages=[{"role": "system", "content": "You are a poet."}])
+    _, response = await app.asgi_client.post("/v1/chat/completions", json=body)
+    assert response.status == 200 and response.json["choices"][0]["message"]["content"] == REPLY
+    assert _prompt_text(backend) == "System: You are a poet.\nAssistant:"
+    _, response = await app.asgi_client.post(
+        "/v1/chat/completions", json={**body, "session_id": "poem"}
+    )
+    assert response.status == 400 and response.json["error"]["param"] == "messages"
+    assert app.ctx.sessions.store.get("poem") is None  # nothing created
+    assert len(backend.prompts) == 1
+
+
 async def test_completion_as_json_defaults_to_16_tokens(tmp_path):
     app = make_app(tmp_path, FakeBackend(endless=True))
     body = {"model": "fake", "prompt": ["Once"]}
@@ -190,6 +223,9 @@ async def test_sampling_parameters_reach_the_backend(tmp_path):
     assert (params.temperature, params.top_p, params.seed, params.top_k) == (0.5, 0.9, 7, 20)
     assert (params.presence_penalty, params.frequency_penalty) == (1.5, -0.5)
     assert (params.repeat_penalty, params.stop, params.max_tokens) == (1.2, ("x",), 9)
+    # A negative seed reaches the backends within the range they take.
+    await app.asgi_client.post("/v1/chat/completions", json=_chat(seed=-7))
+    assert seen[1].seed == 2**63 - 7
 
 
 # -- sessions --------------------------------------------------------------------------

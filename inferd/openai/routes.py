@@ -19,11 +19,11 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
 from inferd.apidoc import COMMON_ERRORS, GENERATION_ERRORS, describe
-from inferd.backends.base import ChatMessage
 from inferd.errors import BadRequest, InternalError
 from inferd.generation import owner_of, start_chat, start_completion
 from inferd.openai.chunks import ChatFrames, CompletionFrames
 from inferd.openai.errors import to_openai_errors
+from inferd.openai.messages import split_system
 from inferd.openai.responses import (
     AssistantMessage,
     ChatChoice,
@@ -164,20 +164,6 @@ def session_of(request: Request, body: ChatCompletionRequest) -> str | None:
     return body.session_id or header
 
 
-def split_system(body: ChatCompletionRequest) -> tuple[str | None, list[ChatMessage]]:
-    """Leading system messages become the system prompt; the rest is the turn."""
-    messages = [message.to_chat() for message in body.messages]
-    lead = 0
-    while lead < len(messages) and messages[lead].role == "system":
-        lead += 1
-    if lead == len(messages):
-        raise BadRequest(
-            "'messages' holds only system messages; add a user message", param="messages"
-        )
-    system = "\n\n".join(m.content for m in messages[:lead]) if lead else None
-    return system, messages[lead:]
-
-
 @describe(
     "OpenAI: a chat completion, stateless or in a server-side session",
     "openai",
@@ -193,7 +179,7 @@ def split_system(body: ChatCompletionRequest) -> tuple[str | None, list[ChatMess
 async def chat_completions(request: Request) -> HTTPResponse | None:
     body: ChatCompletionRequest = _parse(request, ChatCompletionRequest, CHAT_UNSUPPORTED)
     session_id = session_of(request, body)
-    system_prompt, messages = split_system(body)
+    system_prompt, messages = split_system(body.messages, session_id)
     parsed = ParsedRequest(
         endpoint="v1.chat",
         transport="sse" if body.stream else "json",
