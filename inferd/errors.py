@@ -24,7 +24,9 @@ class ApiError(Exception):
 
     Use a subclass -- `BadRequest("temperature must be at most 2")` -- or give the
     status: `ApiError("I'm a teapot", status=418)`; `ApiError(418, "I'm a teapot")` is
-    accepted too. `headers` are added to the error response.
+    accepted too. `headers` are added to the error response. `param` and `code` are for
+    OpenAI-shaped errors (/v1): the request field at fault, and a machine-readable code
+    clients match on (e.g. "model_not_found"); API.md's `{"error": ...}` shows neither.
     """
 
     status = 500
@@ -37,6 +39,7 @@ class ApiError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        code: str | None = None,
     ) -> None:
         if isinstance(message, int):  # ApiError(status, message)
             if detail is None or status is not None:
@@ -53,6 +56,7 @@ class ApiError(Exception):
         self.headers = headers or {}
         # The request field at fault, when there is one: OpenAI-style errors name it.
         self.param = param
+        self.code = code
 
 
 class BadRequest(ApiError):
@@ -121,8 +125,14 @@ def error_param(request: Request) -> str | None:
     return getattr(request.ctx, "inferd_error_param", None)
 
 
+def error_code(request: Request) -> str | None:
+    """The code of the ApiError that this request's error response reports."""
+    return getattr(request.ctx, "inferd_error_code", None)
+
+
 def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
     """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
     status, message, headers = describe_exception(request, exception)
     request.ctx.inferd_error_param = getattr(exception, "param", None)
+    request.ctx.inferd_error_code = getattr(exception, "code", None)
     return error_response(status, message, headers)

@@ -13,17 +13,23 @@ from inferd.backends.base import Backend, ChatMessage, ModelInfo
 from inferd.errors import BadRequest
 
 
-def _too_long(prompt_tokens: int, context_length: int) -> BadRequest:
-    return BadRequest(
-        f"prompt too long: {prompt_tokens} tokens, but the model's context is "
-        f"{context_length} tokens (leave room for at least one generated token)"
-    )
+class PromptTooLong(BadRequest):
+    """A prompt that leaves no room in the context for even one generated token; its
+    numbers let /v1 say so in OpenAI's words."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"prompt too long: {prompt_tokens} tokens, but the model's context is "
+            f"{context_length} tokens (leave room for at least one generated token)"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
 
 
 def completion_prompt(backend: Backend, info: ModelInfo, prompt: str) -> list[int]:
     ids = backend.encode_text(prompt)
     if len(ids) >= info.context_length:
-        raise _too_long(len(ids), info.context_length)
+        raise PromptTooLong(len(ids), info.context_length)
     return ids
 
 
@@ -67,5 +73,5 @@ def chat_prompt(
             break
         dropped += drop_oldest_turn(history)
     if len(ids) >= info.context_length:
-        raise _too_long(len(ids), info.context_length)
+        raise PromptTooLong(len(ids), info.context_length)
     return ids, dropped
