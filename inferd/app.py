@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 from sanic import Request, Sanic
-from sanic.exceptions import MethodNotAllowed, SanicException
+from sanic.exceptions import MethodNotAllowed, RequestCancelled, SanicException
 from sanic.exceptions import NotFound as RouteNotFound
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
@@ -68,6 +68,8 @@ def create_app(
     # unset, Sanic parses the handler's source to guess one, and on Python 3.11 that
     # parse races traceback formatting in backend threads (a SystemError at start-up).
     app.error_handler.add(Exception, handle_exception)
+    # A disconnect cancels the handler: a CancelledError, which Exception does not catch.
+    app.error_handler.add(RequestCancelled, handle_exception)
 
     for routes in (health, models, completions, chat, ws, history, webui, openai, docs):
         routes.register(app)

@@ -2,9 +2,11 @@
 
 Route code raises `ApiError` subclasses with a message a user can act on; Sanic's own
 exceptions (unknown route, wrong method, body too large, a 503 response timeout) keep
-their status but get the same body shape. Anything else is a real internal failure: it
-is logged with the request id, and the client gets a 500 that quotes that id instead of
-a traceback.
+their status but get the same body shape. A client that went away before its answer was
+ready is no failure of ours: Sanic cancels the handler, and the answer nobody reads is a
+499, nginx's "client closed request" (the access log and metrics read that status).
+Anything else is a real internal failure: it is logged with the request id, and the
+client gets a 500 that quotes that id instead of a traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import logging
 
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse, json
 
 log = logging.getLogger("inferd")
+CLIENT_CLOSED = 499  # nginx's "client closed request": never sent, only logged and counted
 
 
 class ApiError(Exception):
@@ -109,6 +112,8 @@ def describe_exception(
     request: Request, exception: BaseException
 ) -> tuple[int, str, dict[str, str]]:
     """Status, client message and headers for any exception (logging internal ones)."""
+    if isinstance(exception, RequestCancelled):  # the client disconnected mid-request
+        return CLIENT_CLOSED, "client closed request", {}
     if isinstance(exception, ApiError):
         if exception.status >= 500:
             log.error("request %s: %s", request_id(request), exception.message)
@@ -130,7 +135,7 @@ def error_code(request: Request) -> str | None:
     return getattr(request.ctx, "inferd_error_code", None)
 
 
-def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
+def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:
     """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
     status, message, headers = describe_exception(request, exception)
     request.ctx.inferd_error_param = getattr(exception, "param", None)

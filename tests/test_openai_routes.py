@@ -11,7 +11,13 @@ import pytest
 from inferd.openai.responses import ChatCompletion, ChatCompletionChunk, Completion, ModelList
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import parse_sse, slow_session_writes, stored_roles, wait_for
+from tests.streams import (
+    parse_sse,
+    post_and_go_away,
+    slow_session_writes,
+    stored_roles,
+    wait_for,
+)
 
 USER = {"role": "user", "content": "Hi"}
 
@@ -332,6 +338,18 @@ async def test_disconnect_cancels_the_generation_and_keeps_the_partial_answer(tm
         await wait_for(lambda: len(app.ctx.sessions.store.get("gone").messages) == 2)
     answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
     assert len(answer) >= 2 and (REPLY * 10).startswith(answer)
+
+
+async def test_a_json_turn_whose_client_went_away_keeps_the_partial_answer(tmp_path):
+    # As a stream's does: the user's message is never lost, the history alternates.
+    backend = FakeBackend(endless=True, step_delay=0.01)
+    app = make_app(tmp_path, backend)
+    async with live_server(app) as url:
+        await post_and_go_away(url, "/v1/chat/completions", _chat(session_id="gone"))
+        await wait_for(lambda: backend.closed == 1)  # the generation was cancelled
+        await wait_for(lambda: stored_roles(app, "gone") == ["user", "assistant"])
+    answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
+    assert len(answer) >= 2 and (REPLY * 100).startswith(answer)
 
 
 async def test_keepalive_comments_during_a_slow_step(tmp_path):
