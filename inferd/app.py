@@ -20,6 +20,7 @@ from inferd.openai import routes as openai
 from inferd.plugin_chain import PluginChain
 from inferd.plugin_loader import load_plugins
 from inferd.registry import BackendFactory, ModelRegistry, default_backend_factory
+from inferd.request_ids import REQUEST_ID_HEADER, IdentifiedRequest
 from inferd.session_io import AsyncSessionStore
 from inferd.sessions import SessionStore, open_storage
 
@@ -46,7 +47,8 @@ def create_app(
     name: str | None = None,
 ) -> Sanic:
     """Build the app. Nothing heavy happens here: models load after the server starts."""
-    app = Sanic(name or f"inferd{next(_app_numbers)}")
+    app = Sanic(name or f"inferd{next(_app_numbers)}", request_class=IdentifiedRequest)
+    app.config.REQUEST_ID_HEADER = REQUEST_ID_HEADER
     app.config.RESPONSE_TIMEOUT = config.server.response_timeout
     app.config.REQUEST_MAX_SIZE = config.server.request_max_size
     app.config.WEBSOCKET_MAX_SIZE = config.server.request_max_size
@@ -98,6 +100,7 @@ def create_app(
         replaced = await request.app.ctx.plugins.on_response(request, response)
         sent = replaced if replaced is not None else response
         sent.headers.update(SECURITY_HEADERS)
+        sent.headers[REQUEST_ID_HEADER] = request.id  # the id the access log logs
         access_log.responded(request, sent.status)
         return replaced
 
