@@ -100,7 +100,9 @@ def create_app(
         replaced = await request.app.ctx.plugins.on_response(request, response)
         sent = replaced if replaced is not None else response
         sent.headers.update(SECURITY_HEADERS)
-        sent.headers[REQUEST_ID_HEADER] = request.id  # the id the access log logs
+        # The id the access log logs, unless a plugin answers with its own (as
+        # examples/request_id_plugin.py does).
+        sent.headers.setdefault(REQUEST_ID_HEADER, request.id)
         access_log.responded(request, sent.status)
         return replaced
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import httpx
@@ -88,3 +89,11 @@ async def test_the_openai_client_exposes_it(tmp_path):
                 model="fake", messages=CHAT["messages"], extra_headers={"X-Request-Id": "mine"}
             )
     assert reply._request_id == "mine"
+
+
+async def test_a_plugin_that_sets_the_header_keeps_its_value(tmp_path):
+    plugin = "examples.request_id_plugin:RequestIdPlugin"
+    app = make_app(tmp_path, plugins={"enabled": [plugin]})
+    _, response = await app.asgi_client.get("/models")
+    [value] = response.headers.get_list("x-request-id")
+    assert re.fullmatch(r"[0-9a-f]{32}", value)  # the plugin's, not a UUID with dashes
