@@ -3,7 +3,8 @@
 A request is logged when it is really over, which for a stream is long after its
 response headers went out:
 - JSON responses and errors as they are sent, SSE streams when their handler returns
-  (Sanic's `http.lifecycle.response` signal fires then);
+  (Sanic's `http.lifecycle.response` signal fires then); a JSON request whose client
+  went away before its answer was ready as 499 (errors.CLIENT_CLOSED), `disconnected`;
 - a request whose handler did not finish (its client went away) when its connection
   closes, marked `disconnected`, with the status its response started with -- or 499,
   nginx's "client closed request", if none had; a WebSocket's upgrade likewise, as 101;
@@ -25,6 +26,7 @@ from sanic.models.server_types import ConnInfo
 from sanic.response import BaseHTTPResponse
 
 from inferd.backends.base import GenerationStats
+from inferd.errors import CLIENT_CLOSED
 
 log = logging.getLogger("inferd.access")
 _PENDING = "inferd_access_pending"  # conn_info.ctx: the request its connection is serving
@@ -117,7 +119,8 @@ async def _on_response(request: Request, response: BaseHTTPResponse) -> None:
         record = RequestRecord(request)
     if request.conn_info is not None:
         setattr(request.conn_info.ctx, _PENDING, None)
-    emit(request, response.status, record.started, record.generations)
+    gone = response.status == CLIENT_CLOSED
+    emit(request, response.status, record.started, record.generations, disconnected=gone)
 
 
 async def _on_connection_closed(conn_info: ConnInfo) -> None:
@@ -125,7 +128,7 @@ async def _on_connection_closed(conn_info: ConnInfo) -> None:
     if record is not None:
         setattr(conn_info.ctx, _PENDING, None)
         websocket = record.request.headers.getone("upgrade", "").lower() == "websocket"
-        status = 101 if websocket else record.status or 499
+        status = 101 if websocket else record.status or CLIENT_CLOSED
         emit(record.request, status, record.started, record.generations, not websocket)
 
 

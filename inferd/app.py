@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 from sanic import Request, Sanic
-from sanic.exceptions import MethodNotAllowed, SanicException
+from sanic.exceptions import MethodNotAllowed, RequestCancelled, SanicException
 from sanic.exceptions import NotFound as RouteNotFound
 from sanic.response import BaseHTTPResponse, HTTPResponse
 
@@ -21,6 +21,7 @@ from inferd.openai import routes as openai
 from inferd.plugin_chain import PluginChain
 from inferd.plugin_loader import load_plugins
 from inferd.registry import BackendFactory, ModelRegistry, default_backend_factory
+from inferd.request_ids import REQUEST_ID_HEADER, IdentifiedRequest
 from inferd.session_io import AsyncSessionStore
 from inferd.sessions import SessionStore, open_storage
 
@@ -47,7 +48,8 @@ def create_app(
     name: str | None = None,
 ) -> Sanic:
     """Build the app. Nothing heavy happens here: models load after the server starts."""
-    app = Sanic(name or f"inferd{next(_app_numbers)}")
+    app = Sanic(name or f"inferd{next(_app_numbers)}", request_class=IdentifiedRequest)
+    app.config.REQUEST_ID_HEADER = REQUEST_ID_HEADER
     app.config.RESPONSE_TIMEOUT = config.server.response_timeout
     app.config.REQUEST_MAX_SIZE = config.server.request_max_size
     app.config.WEBSOCKET_MAX_SIZE = config.server.request_max_size
@@ -69,6 +71,8 @@ def create_app(
     # unset, Sanic parses the handler's source to guess one, and on Python 3.11 that
     # parse races traceback formatting in backend threads (a SystemError at start-up).
     app.error_handler.add(Exception, handle_exception)
+    # A disconnect cancels the handler: a CancelledError, which Exception does not catch.
+    app.error_handler.add(RequestCancelled, handle_exception)
 
     for routes in (health, models, completions, chat, ws, history, webui, openai, docs):
         routes.register(app)
@@ -98,6 +102,9 @@ def create_app(
         replaced = await request.app.ctx.plugins.on_response(request, response)
         sent = replaced if replaced is not None else response
         sent.headers.update(SECURITY_HEADERS)
+        # The id the access log logs, unless a plugin answers with its own (as
+        # examples/request_id_plugin.py does).
+        sent.headers.setdefault(REQUEST_ID_HEADER, request.id)
         access_log.responded(request, sent.status)
         return replaced
 

@@ -2,9 +2,11 @@
 
 Route code raises `ApiError` subclasses with a message a user can act on; Sanic's own
 exceptions (unknown route, wrong method, body too large, a 503 response timeout) keep
-their status but get the same body shape. Anything else is a real internal failure: it
-is logged with the request id, and the client gets a 500 that quotes that id instead of
-a traceback.
+their status but get the same body shape. A client that went away before its answer was
+ready is no failure of ours: Sanic cancels the handler, and the answer nobody reads is a
+499, nginx's "client closed request" (the access log and metrics read that status).
+Anything else is a real internal failure: it is logged with the request id, and the
+client gets a 500 that quotes that id instead of a traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import logging
 
 from sanic import Request
-from sanic.exceptions import MethodNotAllowed, SanicException
+from sanic.exceptions import MethodNotAllowed, RequestCancelled, SanicException
 from sanic.response import HTTPResponse, json
 
 from inferd.methods import allowed_methods
 
 log = logging.getLogger("inferd")
+CLIENT_CLOSED = 499  # nginx's "client closed request": never sent, only logged and counted
 
 
 class ApiError(Exception):
@@ -26,7 +29,9 @@ class ApiError(Exception):
 
     Use a subclass -- `BadRequest("temperature must be at most 2")` -- or give the
     status: `ApiError("I'm a teapot", status=418)`; `ApiError(418, "I'm a teapot")` is
-    accepted too. `headers` are added to the error response.
+    accepted too. `headers` are added to the error response. `param` and `code` are for
+    OpenAI-shaped errors (/v1): the request field at fault, and a machine-readable code
+    clients match on (e.g. "model_not_found"); API.md's `{"error": ...}` shows neither.
     """
 
     status = 500
@@ -39,6 +44,7 @@ class ApiError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        code: str | None = None,
     ) -> None:
         if isinstance(message, int):  # ApiError(status, message)
             if detail is None or status is not None:
@@ -55,6 +61,7 @@ class ApiError(Exception):
         self.headers = headers or {}
         # The request field at fault, when there is one: OpenAI-style errors name it.
         self.param = param
+        self.code = code
 
 
 class BadRequest(ApiError):
@@ -112,6 +119,8 @@ def describe_exception(
     request: Request, exception: BaseException
 ) -> tuple[int, str, dict[str, str]]:
     """Status, client message and headers for any exception (logging internal ones)."""
+    if isinstance(exception, RequestCancelled):  # the client disconnected mid-request
+        return CLIENT_CLOSED, "client closed request", {}
     if isinstance(exception, ApiError):
         if exception.status >= 500:
             level = logging.WARNING if isinstance(exception, Overloaded) else logging.ERROR
@@ -132,8 +141,14 @@ def error_param(request: Request) -> str | None:
     return getattr(request.ctx, "inferd_error_param", None)
 
 
-def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
+def error_code(request: Request) -> str | None:
+    """The code of the ApiError that this request's error response reports."""
+    return getattr(request.ctx, "inferd_error_code", None)
+
+
+def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:
     """Sanic error handler: every failure becomes `{"error": ...}` with its status."""
     status, message, headers = describe_exception(request, exception)
     request.ctx.inferd_error_param = getattr(exception, "param", None)
+    request.ctx.inferd_error_code = getattr(exception, "code", None)
     return error_response(status, message, headers)

@@ -166,11 +166,13 @@ class PluginChain:
 
 
 def _check(parsed: ParsedRequest) -> None:
-    """What generation relies on: a completion has a prompt, a chat has messages."""
-    if parsed.endpoint == "chat" and not parsed.messages:
+    """What generation relies on: a completion has a prompt, a chat has messages (or,
+    on /v1, a system prompt alone). /v1's endpoints count as theirs: "v1.chat" is a chat."""
+    if parsed.endpoint in ("completions", "v1.completions"):
+        if not isinstance(parsed.prompt, str):
+            raise ValueError("transform_request left a completion request without a prompt")
+    elif not (parsed.messages or parsed.system_prompt is not None):
         raise ValueError("transform_request left a chat request without messages")
-    if parsed.endpoint != "chat" and not isinstance(parsed.prompt, str):
-        raise ValueError("transform_request left a completion request without a prompt")
 
 
 def _async_setup(plugin: Plugin):

@@ -13,17 +13,23 @@ from inferd.backends.base import Backend, ChatMessage, ModelInfo
 from inferd.errors import BadRequest
 
 
-def _too_long(prompt_tokens: int, context_length: int) -> BadRequest:
-    return BadRequest(
-        f"prompt too long: {prompt_tokens} tokens, but the model's context is "
-        f"{context_length} tokens (leave room for at least one generated token)"
-    )
+class PromptTooLong(BadRequest):
+    """A prompt that leaves no room in the context for even one generated token; its
+    numbers let /v1 say so in OpenAI's words."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"prompt too long: {prompt_tokens} tokens, but the model's context is "
+            f"{context_length} tokens (leave room for at least one generated token)"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
 
 
 def completion_prompt(backend: Backend, info: ModelInfo, prompt: str) -> list[int]:
     ids = backend.encode_text(prompt)
     if len(ids) >= info.context_length:
-        raise _too_long(len(ids), info.context_length)
+        raise PromptTooLong(len(ids), info.context_length)
     return ids
 
 
@@ -40,23 +46,32 @@ def drop_oldest_turn(history: list[ChatMessage]) -> int:
     return turn
 
 
+def split_latest(
+    messages: Sequence[ChatMessage],
+) -> tuple[list[ChatMessage], list[ChatMessage], list[ChatMessage]]:
+    """The system message (if any), the history that may be trimmed, and the latest
+    message (none when the system message is all there is): lists, to splice."""
+    system = [m for m in messages[:1] if m.role == "system"]
+    rest = list(messages[len(system) :])
+    return system, rest[:-1], rest[-1:]
+
+
 def chat_prompt(
     backend: Backend, info: ModelInfo, messages: Sequence[ChatMessage], max_tokens: int
 ) -> tuple[list[int], int]:
-    """Prompt ids for `messages` (system first if any, new user message last).
+    """Prompt ids for `messages` (system first if any, new user message last; or a
+    system message alone, which the model answers as OpenAI's do).
 
     Returns the ids and how many history messages were dropped to make them fit.
     """
-    system = [m for m in messages[:1] if m.role == "system"]
-    history = list(messages[len(system) : -1])
-    latest = messages[-1]
+    system, history, latest = split_latest(messages)
     budget = info.context_length - reply_room(info, max_tokens)
     dropped = 0
     while True:
-        ids = backend.encode_chat([*system, *history, latest])
+        ids = backend.encode_chat([*system, *history, *latest])
         if len(ids) <= budget or not history:
             break
         dropped += drop_oldest_turn(history)
     if len(ids) >= info.context_length:
-        raise _too_long(len(ids), info.context_length)
+        raise PromptTooLong(len(ids), info.context_length)
     return ids, dropped

@@ -116,7 +116,11 @@ class ModelRegistry:
                 ):
                     return model
         known = ", ".join(model.name for model in self.models) or "none configured"
-        raise NotFound(f"model {name!r} not found; available models: {known}")
+        raise NotFound(
+            f"model {name!r} not found; available models: {known}",
+            param="model",
+            code="model_not_found",
+        )
 
     @staticmethod
     def placement(model: ModelConfig, device: str | None) -> str:

@@ -26,6 +26,7 @@ from sanic.response import HTTPResponse, raw
 from inferd.apidoc import describe
 from inferd.app_metrics import app_metrics
 from inferd.backends.base import TokenEvent
+from inferd.errors import CLIENT_CLOSED
 from inferd.plugins.base import Generation, Plugin, PluginConfig
 from inferd.session_io import StoreUnavailable
 
@@ -164,6 +165,8 @@ class MetricsPlugin(Plugin):
         if request.path in HEALTH_ENDPOINTS:
             self.health_checks.labels(HEALTH_ENDPOINTS[request.path]).inc()
         elif response.status >= 400 and request.path in ERROR_ENDPOINTS:
+            if response.status == CLIENT_CLOSED:  # the client left: not a failed request
+                return
             self.errors.labels(ERROR_ENDPOINTS[request.path], str(response.status)).inc()
 
     def _of(self, generation: Generation) -> dict[str, Any]:

@@ -31,6 +31,25 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+# The non-streaming generating routes, with bodies that generate until cancelled (on
+# an endless fake backend): for a client that gives up before the JSON answer is ready.
+LONG_JSON_REQUESTS = [
+    ("/completions", {"model": "fake", "prompt": "Hi", "max_tokens": 100000}),
+    ("/v1/completions", {"model": "fake", "prompt": "Hi", "max_tokens": 100000}),
+    ("/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "Hi"}]}),
+]
+
+
+async def post_and_go_away(base_url: str, path: str, body: dict, after: float = 0.3) -> None:
+    """POST, then close the connection after `after` seconds without an answer."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        try:
+            await client.post(path, json=body, timeout=after)
+        except httpx.ReadTimeout:
+            return
+    raise AssertionError(f"{path} answered within {after} s; the test needs it to take longer")
+
+
 def slow_session_writes(app: Sanic, seconds: float) -> None:
     """Make every session write take `seconds` longer, on the store's own thread."""
     store = app.ctx.sessions.store

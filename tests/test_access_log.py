@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import wait_for
+from tests.streams import LONG_JSON_REQUESTS, post_and_go_away, wait_for
 
 
 @pytest.fixture
@@ -84,6 +84,19 @@ async def test_a_client_that_goes_away_mid_stream_is_logged_as_disconnected(tmp_
         await wait_for(lambda: len(_access(lines)) == 1)
     (line,) = _access(lines)
     assert (line.status, line.disconnected, line.finish_reason) == (200, True, "cancelled")
+
+
+@pytest.mark.parametrize(("path", "body"), LONG_JSON_REQUESTS)
+async def test_a_client_that_goes_away_before_a_json_answer_is_a_499(tmp_path, lines, path, body):
+    # Not the 500 of a server error: nginx's "client closed request", as streams' lines
+    # say `disconnected` too.
+    app = make_app(tmp_path, FakeBackend(endless=True, step_delay=0.01))
+    async with live_server(app) as url:
+        await post_and_go_away(url, path, body)
+        await wait_for(lambda: len(_access(lines)) == 1)
+    (line,) = _access(lines)
+    assert (line.path, line.status, line.disconnected) == (path, 499, True)
+    assert line.finish_reason == "cancelled"
 
 
 async def test_each_websocket_message_is_a_line(tmp_path, lines):

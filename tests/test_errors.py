@@ -10,6 +10,7 @@ from sanic import Request
 from sanic import exceptions as sanic_exceptions
 
 from inferd.errors import (
+    CLIENT_CLOSED,
     ApiError,
     BadRequest,
     Forbidden,
@@ -20,6 +21,7 @@ from inferd.errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    describe_exception,
 )
 from inferd.testing.fakes import FakeBackend, make_app
 from inferd.testing.live import live_server
@@ -220,3 +222,11 @@ async def test_invalid_utf8_body_is_400(tmp_path):
     _, response = await app.asgi_client.post("/completions", content=b'{"prompt": "\xff"}')
     assert response.status == 400
     assert "malformed JSON body" in response.json["error"]
+
+
+def test_a_client_that_went_away_is_a_499_and_no_logged_failure(caplog):
+    # Sanic cancels the handler of a request whose client disconnected.
+    with caplog.at_level(logging.ERROR, logger="inferd"):
+        described = describe_exception(None, sanic_exceptions.RequestCancelled())  # type: ignore[arg-type]
+    assert described == (CLIENT_CLOSED, "client closed request", {}) and CLIENT_CLOSED == 499
+    assert caplog.records == []

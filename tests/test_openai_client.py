@@ -110,6 +110,9 @@ async def test_same_seed_same_output_and_penalties_change_it(stories_url):
 
         assert await complete(seed=42) == await complete(seed=42)
         assert await complete(seed=42) != await complete(seed=43)
+        # OpenAI takes negative seeds; each is its own stream, not its absolute value's.
+        assert await complete(seed=-42) == await complete(seed=-42)
+        assert await complete(seed=-42) != await complete(seed=42)
         greedy = await complete(temperature=0)
         for penalty in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
             assert await complete(temperature=0, **penalty) != greedy, penalty
@@ -179,8 +182,12 @@ async def test_bad_requests_and_unknown_models_raise_their_classes(tmp_path):
         with pytest.raises(openai.BadRequestError) as refused:
             await client.chat.completions.create(model="fake", messages=messages, n=2)
         assert refused.value.body["param"] == "n"
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.NotFoundError) as refused:
             await client.chat.completions.create(model="nope", messages=messages)
+        assert refused.value.code == "model_not_found"
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.completions.create(model="fake", prompt="x" * 300)
+        assert refused.value.code == "context_length_exceeded"
 
 
 async def test_a_stream_that_fails_midway_raises_an_api_error(tmp_path):

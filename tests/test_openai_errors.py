@@ -29,7 +29,17 @@ def _error(response) -> dict:
         ({**CHAT, "temperature": 3}, "temperature", "less than or equal to 2"),
         ({**CHAT, "messages": []}, "messages", "at least 1"),
         ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "'tool'"),
-        ({**CHAT, "messages": [{"role": "system", "content": "x"}]}, "messages", "user message"),
+        (
+            {**CHAT, "messages": [{"role": "system", "content": "x"}], "session_id": "s"},
+            "messages",
+            "needs a user message",
+        ),
+        (
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages.0.content.0.type",
+            "'input_audio' part",
+        ),
+        ({**CHAT, "max_tokens": 5.5}, "max_tokens", "valid integer"),
         ({**CHAT, "stream_options": {"include_usage": True}}, "stream_options", "'stream'"),
         (
             {**CHAT, "max_tokens": 3, "max_completion_tokens": 4},
@@ -103,6 +113,64 @@ async def test_not_found_statuses(tmp_path):
     assert response.status == 404 and "'x/y'" in _error(response)["message"]
     _, response = await app.asgi_client.get("/v1/models/x/y")
     assert response.status == 404 and _error(response)["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {**CHAT, "model": "nope"}),
+        ("/v1/completions", {"model": "nope", "prompt": "x"}),
+        ("/v1/models/nope", None),
+    ],
+)
+async def test_an_unknown_model_is_model_not_found(tmp_path, path, body):
+    # LiteLLM and others match on the code.
+    app = make_app(tmp_path)
+    if body is None:
+        _, response = await app.asgi_client.get(path)
+    else:
+        _, response = await app.asgi_client.post(path, json=body)
+    assert response.status == 404
+    error = _error(response)
+    assert (error["code"], error["param"]) == ("model_not_found", "model")
+    assert error["message"].startswith("model 'nope' not found; available models: fake")
+
+
+LONG_CHAT = {**CHAT, "messages": [{"role": "user", "content": "x" * 300}]}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "what", "tokens"),
+    [
+        ("/v1/chat/completions", LONG_CHAT, "messages", 300 + len("User: \nAssistant:")),
+        ("/v1/completions", {"model": "fake", "prompt": "x" * 300}, "prompt", 300),
+    ],
+)
+async def test_a_prompt_too_long_is_context_length_exceeded(tmp_path, path, body, what, tokens):
+    app = make_app(tmp_path, FakeBackend(context_length=256))
+    _, response = await app.asgi_client.post(path, json=body)
+    assert response.status == 400
+    assert _error(response) == {
+        "message": f"This model's maximum context length is 256 tokens. However, your {what} "
+        f"resulted in {tokens} tokens, leaving no room for a generated token. "
+        f"Please reduce the length of the {what}.",
+        "type": "invalid_request_error",
+        "param": what,
+        "code": "context_length_exceeded",
+    }
+
+
+async def test_api_md_routes_keep_their_messages_and_shape(tmp_path):
+    app = make_app(tmp_path, FakeBackend(context_length=256))
+    _, response = await app.asgi_client.post("/completions", json={"model": "nope", "prompt": "x"})
+    assert response.status == 404 and response.json == {
+        "error": "model 'nope' not found; available models: fake/model"
+    }
+    _, response = await app.asgi_client.post(
+        "/completions", json={"model": "fake", "prompt": "x" * 300}
+    )
+    assert response.status == 400
+    assert response.json["error"].startswith("prompt too long: 300 tokens")
     _, response = await app.asgi_client.get("/v1/embeddings")
     assert response.status == 404 and _error(response)["type"] == "not_found_error"
 
@@ -162,3 +230,8 @@ async def test_a_response_timeout_is_a_503(tmp_path):
 def test_unknown_statuses_map_by_class():
     assert openai_error(418, "teapot").error.type == "invalid_request_error"
     assert openai_error(502, "gateway").error.type == "server_error"
+
+
+def test_an_errors_own_code_wins_over_its_statuss():
+    assert openai_error(429, "slow down").error.code == "rate_limit_exceeded"
+    assert openai_error(429, "slow down", code="quota").error.code == "quota"

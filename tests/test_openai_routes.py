@@ -11,7 +11,13 @@ import pytest
 from inferd.openai.responses import ChatCompletion, ChatCompletionChunk, Completion, ModelList
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
-from tests.streams import parse_sse, slow_session_writes, stored_roles, wait_for
+from tests.streams import (
+    parse_sse,
+    post_and_go_away,
+    slow_session_writes,
+    stored_roles,
+    wait_for,
+)
 
 USER = {"role": "user", "content": "Hi"}
 
@@ -91,6 +97,39 @@ async def test_system_messages_lead_the_prompt_and_the_turn_follows(tmp_path):
     prompt = _prompt_text(backend)
     assert prompt.index("Be brief.") < prompt.index("Hi") < prompt.index("Hey.")
     assert prompt.index("Hey.") < prompt.index("How are you?")
+
+
+async def test_what_langchain_and_open_webui_send_is_accepted(tmp_path):
+    backend = FakeBackend()
+    app = make_app(tmp_path, backend)
+    messages = [
+        {"role": "system", "content": "Be brief.", "name": "rules"},
+        {"role": "user", "content": "Hi", "name": "bob"},  # LangChain: HumanMessage(name=)
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Ho", "cache_control": {"type": "ephemeral"}}],
+        },
+    ]
+    body = _chat(messages=messages, max_tokens=3.0, seed=-1, prompt_cache_key="k", store=True)
+    _, response = await app.asgi_client.post("/v1/chat/completions", json=body)
+    assert response.status == 200
+    assert response.json["choices"][0]["message"]["content"] == REPLY[:3]
+    assert "bob" not in _prompt_text(backend)  # a name is dropped, not rendered
+
+
+async def test_system_messages_alone_are_answered_without_a_session(tmp_path):
+    backend = FakeBackend()
+    app = make_app(tmp_path, backend)
+    body = _chat(messages=[{"role": "system", "content": "You are a poet."}])
+    _, response = await app.asgi_client.post("/v1/chat/completions", json=body)
+    assert response.status == 200 and response.json["choices"][0]["message"]["content"] == REPLY
+    assert _prompt_text(backend) == "System: You are a poet.\nAssistant:"
+    _, response = await app.asgi_client.post(
+        "/v1/chat/completions", json={**body, "session_id": "poem"}
+    )
+    assert response.status == 400 and response.json["error"]["param"] == "messages"
+    assert app.ctx.sessions.store.get("poem") is None  # nothing created
+    assert len(backend.prompts) == 1
 
 
 async def test_completion_as_json_defaults_to_16_tokens(tmp_path):
@@ -190,6 +229,9 @@ async def test_sampling_parameters_reach_the_backend(tmp_path):
     assert (params.temperature, params.top_p, params.seed, params.top_k) == (0.5, 0.9, 7, 20)
     assert (params.presence_penalty, params.frequency_penalty) == (1.5, -0.5)
     assert (params.repeat_penalty, params.stop, params.max_tokens) == (1.2, ("x",), 9)
+    # A negative seed reaches the backends within the range they take.
+    await app.asgi_client.post("/v1/chat/completions", json=_chat(seed=-7))
+    assert seen[1].seed == 2**63 - 7
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -296,6 +338,18 @@ async def test_disconnect_cancels_the_generation_and_keeps_the_partial_answer(tm
         await wait_for(lambda: len(app.ctx.sessions.store.get("gone").messages) == 2)
     answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
     assert len(answer) >= 2 and (REPLY * 10).startswith(answer)
+
+
+async def test_a_json_turn_whose_client_went_away_keeps_the_partial_answer(tmp_path):
+    # As a stream's does: the user's message is never lost, the history alternates.
+    backend = FakeBackend(endless=True, step_delay=0.01)
+    app = make_app(tmp_path, backend)
+    async with live_server(app) as url:
+        await post_and_go_away(url, "/v1/chat/completions", _chat(session_id="gone"))
+        await wait_for(lambda: backend.closed == 1)  # the generation was cancelled
+        await wait_for(lambda: stored_roles(app, "gone") == ["user", "assistant"])
+    answer = app.ctx.sessions.store.get("gone").messages[1]["content"]
+    assert len(answer) >= 2 and (REPLY * 100).startswith(answer)
 
 
 async def test_keepalive_comments_during_a_slow_step(tmp_path):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.backends.base import ChatMessage
 from inferd.errors import BadRequest
 from inferd.openai.schemas import (
     CHAT_UNSUPPORTED,
     COMPLETION_UNSUPPORTED,
+    NO_OPS,
+    SEED_MAX,
+    SEED_MIN,
     UNTIL_CONTEXT,
     ChatCompletionRequest,
-    Message,
     TextCompletionRequest,
     refuse_unsupported,
 )
@@ -58,18 +59,6 @@ def test_openai_defaults_and_inferd_extras_become_sampling_params():
     assert parse_body(TextCompletionRequest, COMPLETION).max_tokens == 16
 
 
-def test_message_content_parts_join_and_developer_is_system():
-    message = Message.model_validate(
-        {
-            "role": "developer",
-            "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-        }
-    )
-    assert message.to_chat() == ChatMessage("system", "ab")
-    with pytest.raises(BadRequest):
-        parse_body(Message, {"role": "user", "content": [{"type": "image_url", "image_url": {}}]})
-
-
 def test_checks_the_types_cannot_make():
     with pytest.raises(BadRequest, match="list of 2"):
         parse_body(TextCompletionRequest, {**COMPLETION, "prompt": ["a", "b"]}).check()
@@ -81,3 +70,95 @@ def test_checks_the_types_cannot_make():
         parse_body(ChatCompletionRequest, {**CHAT, "stream_options": {}}).check()
     with pytest.raises(BadRequest, match="at most 16 items"):
         parse_body(ChatCompletionRequest, {**CHAT, "stop": ["x"] * 17})
+
+
+@pytest.mark.parametrize(
+    ("model", "base"), [(ChatCompletionRequest, CHAT), (TextCompletionRequest, COMPLETION)]
+)
+def test_integral_floats_are_integers(model, base):
+    fields = {"max_tokens": 5.0, "seed": 7.0, "top_k": 40.0, "n": 1.0}
+    refuse_unsupported({**base, **fields}, CHAT_UNSUPPORTED)
+    body = parse_body(model, {**base, **fields})
+    assert (body.max_tokens, body.seed, body.top_k, body.n) == (5, 7, 40, 1)
+    assert type(body.max_tokens) is int
+    for name in ("max_tokens", "seed", "top_k"):
+        with pytest.raises(BadRequest, match="valid integer") as refused:
+            parse_body(model, {**base, name: 5.5})
+        assert refused.value.param == name
+    with pytest.raises(BadRequest, match="valid integer"):
+        parse_body(model, {**base, "max_tokens": True})
+    with pytest.raises(BadRequest, match="'n'"):
+        refuse_unsupported({**base, "n": 1.5}, CHAT_UNSUPPORTED)
+
+
+def test_max_completion_tokens_may_be_an_integral_float_too():
+    body = parse_body(ChatCompletionRequest, {**CHAT, "max_completion_tokens": 3.0})
+    assert body.budget == 3
+
+
+@pytest.mark.parametrize(
+    ("seed", "used"),
+    [(None, None), (0, 0), (42, 42), (SEED_MAX, SEED_MAX), (-1, 2**63 - 1), (-42, 2**63 - 42)],
+)
+def test_any_64_bit_seed_is_accepted_and_negatives_move_up(seed, used):
+    body = parse_body(TextCompletionRequest, {**COMPLETION, "seed": seed})
+    assert body.sampling(1).seed == used
+
+
+def test_negative_seeds_reach_the_backends_range_without_meeting_small_ones():
+    used = {
+        parse_body(TextCompletionRequest, {**COMPLETION, "seed": s}).sampling(1).seed
+        for s in range(-100, 100)
+    }
+    assert len(used) == 200 and all(0 <= seed <= SEED_MAX for seed in used)
+    for seed in (SEED_MIN - 1, SEED_MAX + 1):
+        with pytest.raises(BadRequest) as refused:
+            parse_body(TextCompletionRequest, {**COMPLETION, "seed": seed})
+        assert refused.value.param == "seed"
+
+
+NO_OP_VALUES = {
+    "prompt_cache_key": "user-42",
+    "safety_identifier": "hash-of-user",
+    "metadata": {"app": "notes"},
+    "store": True,
+    "service_tier": "flex",
+    "reasoning_effort": "low",
+    "verbosity": "medium",
+}
+
+
+def test_no_op_fields_are_accepted_on_chat_and_change_nothing():
+    assert set(NO_OP_VALUES) == set(NO_OPS)
+    plain = parse_body(ChatCompletionRequest, CHAT)
+    body = {**CHAT, **NO_OP_VALUES, "parallel_tool_calls": False, "modalities": ["text"]}
+    refuse_unsupported(body, CHAT_UNSUPPORTED)
+    assert parse_body(ChatCompletionRequest, body).sampling(9) == plain.sampling(9)
+
+
+def test_no_op_fields_are_still_typed():
+    with pytest.raises(BadRequest) as refused:
+        parse_body(ChatCompletionRequest, {**CHAT, "metadata": {"n": 1}})
+    assert refused.value.param == "metadata.n"
+
+
+def test_no_op_fields_are_chat_fields_only():
+    for name, value in NO_OP_VALUES.items():
+        with pytest.raises(BadRequest, match=f"unknown field '{name}'"):
+            parse_body(TextCompletionRequest, {**COMPLETION, name: value})
+
+
+@pytest.mark.parametrize(
+    ("model", "base"), [(ChatCompletionRequest, CHAT), (TextCompletionRequest, COMPLETION)]
+)
+def test_stream_options_include_obfuscation_is_accepted(model, base):
+    options = {"include_usage": True, "include_obfuscation": False}
+    body = parse_body(model, {**base, "stream": True, "stream_options": options})
+    body.check()
+    with pytest.raises(BadRequest, match=r"unknown field 'stream_options\.obfuscate'"):
+        parse_body(model, {**base, "stream": True, "stream_options": {"obfuscate": True}})
+
+
+def test_unknown_fields_are_still_refused():
+    with pytest.raises(BadRequest, match="unknown field 'frobnicate'"):
+        parse_body(ChatCompletionRequest, {**CHAT, "frobnicate": 1})

@@ -327,3 +327,13 @@ async def test_health_is_served_while_a_plugin_is_broken_everywhere(tmp_path):
         health = await client.get("/health")
         models = await client.get("/models")
     assert (health.status_code, models.status_code) == (200, 500)
+
+
+async def test_transform_request_applies_to_openai_chats_too(tmp_path, caplog):
+    app = recorder_app(tmp_path, [f"{HERE}:Rewriter"], rewriter={"prompt_suffix": " please"})
+    body = {"model": "fake", "messages": [{"role": "user", "content": "tell me"}]}
+    with caplog.at_level(logging.ERROR, logger="inferd.plugins"):
+        _, response = await app.asgi_client.post("/v1/chat/completions", json=body)
+    assert response.status == 200
+    assert "tell me please" in prompt_seen_by_the_model(app)
+    assert failure_logs(caplog, "transform_request") == []

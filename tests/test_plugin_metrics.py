@@ -10,6 +10,7 @@ import pytest
 from inferd.testing.clients import TRANSPORTS, generate, metric_value, scrape_metrics
 from inferd.testing.fakes import REPLY, FakeBackend, make_app
 from inferd.testing.live import live_server
+from tests.streams import LONG_JSON_REQUESTS, post_and_go_away
 
 MODEL = {"model": "fake/model", "device": "cpu"}
 ENDPOINT = {"json": "completions", "sse": "chat", "websocket": "chat"}
@@ -117,6 +118,25 @@ async def test_a_failed_generation_is_one_error_on_every_transport(tmp_path, tra
         metric_value(text, "requests_finished_total", endpoint=endpoint, finish_reason="error") == 1
     )
     assert metric_value(text, "completions_tokens_total", endpoint=endpoint) == 3
+
+
+@pytest.mark.parametrize(("path", "body"), LONG_JSON_REQUESTS)
+async def test_a_client_that_goes_away_before_a_json_answer_is_no_error(tmp_path, path, body):
+    app = make_app(tmp_path, FakeBackend(endless=True, step_delay=0.01))
+    async with live_server(app) as base:
+        await post_and_go_away(base, path, body)
+        finished = {"finish_reason": "cancelled"}
+
+        async def cancelled() -> float:
+            return metric_value(await scrape_metrics(base), "requests_finished_total", **finished)
+
+        for _ in range(100):
+            if await cancelled() == 1:
+                break
+            await asyncio.sleep(0.02)
+        text = await scrape_metrics(base)
+    assert metric_value(text, "requests_finished_total", **finished) == 1
+    assert metric_value(text, "completions_errors_total") == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

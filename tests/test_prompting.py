@@ -118,3 +118,9 @@ def test_the_latest_message_may_use_the_reply_room_when_nothing_else_is_left():
     length = len(FakeBackend().encode_chat(message))
     ids, dropped = chat_prompt(FakeBackend(), _info(length + 1), message, 100)
     assert (len(ids), dropped) == (length, 0)
+
+
+def test_a_system_message_alone_is_rendered_once():
+    # OpenAI answers a conversation of system messages only; the template gets it once.
+    ids, dropped = chat_prompt(FakeBackend(), _info(64), [ChatMessage("system", "Rules.")], 8)
+    assert (_text(ids), dropped) == ("System: Rules.\nAssistant:", 0)

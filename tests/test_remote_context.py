@@ -50,3 +50,8 @@ def test_a_message_too_long_by_the_bound_is_still_sent_for_the_upstream_to_judge
     messages = [*_turn(1), ChatMessage("user", "y" * 1000)]
     fitted, _ = fit_history(messages, ModelInfo(256, frozenset(), True), 16)
     assert fitted == [ChatMessage("user", "y" * 1000)]
+
+
+def test_a_system_message_alone_is_sent_once():
+    messages = [ChatMessage("system", "rules")]
+    assert fit_history(messages, ModelInfo(4096, frozenset(), True), 100) == (messages, 0)

@@ -145,7 +145,9 @@ async def test_a_request_the_upstream_rejects_is_a_400_with_its_message(tmp_path
     ):
         reply = await generate(base, "json", prompt="x" * 300, model=MODEL)  # context 256
     assert reply.status == 400
-    assert f"upstream {url} rejected the request (400): prompt too long" in reply.error
+    # The upstream (an inferd, over /v1) says it in OpenAI's words.
+    rejected = f"upstream {url} rejected the request (400): This model's maximum context length"
+    assert rejected in reply.error
 
 
 async def test_a_failure_inside_the_relay_ends_the_stream_instead_of_hanging_it(

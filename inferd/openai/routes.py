@@ -19,11 +19,11 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
 from inferd.apidoc import COMMON_ERRORS, GENERATION_ERRORS, describe
-from inferd.backends.base import ChatMessage
 from inferd.errors import BadRequest, InternalError
 from inferd.generation import owner_of, start_chat, start_completion
 from inferd.openai.chunks import ChatFrames, CompletionFrames
-from inferd.openai.errors import to_openai_errors
+from inferd.openai.errors import context_length_exceeded, to_openai_errors
+from inferd.openai.messages import split_system
 from inferd.openai.responses import (
     AssistantMessage,
     ChatChoice,
@@ -45,6 +45,7 @@ from inferd.openai.schemas import (
     refuse_unsupported,
 )
 from inferd.parsed_request import ParsedRequest
+from inferd.prompting import PromptTooLong
 from inferd.requests import read_json
 from inferd.schemas import SESSION_ID_PATTERN, parse_body
 from inferd.stream import Stream
@@ -129,7 +130,10 @@ async def completions(request: Request) -> HTTPResponse | None:
         prompt=body.text,
         owner=owner_of(request),
     )
-    target, stream = await start_completion(request, parsed)
+    try:
+        target, stream = await start_completion(request, parsed)
+    except PromptTooLong as error:
+        raise context_length_exceeded(error, "prompt") from None
     if body.stream:
         frames = CompletionFrames(target.model.name, _include_usage(body))
         await send_sse(request, stream, frames=frames)
@@ -164,20 +168,6 @@ def session_of(request: Request, body: ChatCompletionRequest) -> str | None:
     return body.session_id or header
 
 
-def split_system(body: ChatCompletionRequest) -> tuple[str | None, list[ChatMessage]]:
-    """Leading system messages become the system prompt; the rest is the turn."""
-    messages = [message.to_chat() for message in body.messages]
-    lead = 0
-    while lead < len(messages) and messages[lead].role == "system":
-        lead += 1
-    if lead == len(messages):
-        raise BadRequest(
-            "'messages' holds only system messages; add a user message", param="messages"
-        )
-    system = "\n\n".join(m.content for m in messages[:lead]) if lead else None
-    return system, messages[lead:]
-
-
 @describe(
     "OpenAI: a chat completion, stateless or in a server-side session",
     "openai",
@@ -193,7 +183,7 @@ def split_system(body: ChatCompletionRequest) -> tuple[str | None, list[ChatMess
 async def chat_completions(request: Request) -> HTTPResponse | None:
     body: ChatCompletionRequest = _parse(request, ChatCompletionRequest, CHAT_UNSUPPORTED)
     session_id = session_of(request, body)
-    system_prompt, messages = split_system(body)
+    system_prompt, messages = split_system(body.messages, session_id)
     parsed = ParsedRequest(
         endpoint="v1.chat",
         transport="sse" if body.stream else "json",
@@ -205,7 +195,10 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
         session_id=session_id,
         owner=owner_of(request),
     )
-    turn = await start_chat(request, parsed)
+    try:
+        turn = await start_chat(request, parsed)
+    except PromptTooLong as error:
+        raise context_length_exceeded(error, "messages") from None
     headers = {SESSION_HEADER: session_id} if session_id else {}
     model_name = request.app.ctx.registry.find(body.model).name
 

@@ -3,26 +3,43 @@
 Names, ranges and defaults are OpenAI's. inferd's extras ride along as extra body fields,
 as the `openai` client's `extra_body` sends them: `top_k`, `repetition_penalty`,
 `device`, and on chat `session_id`. Validation is as strict as on API.md's routes
-(unknown fields are rejected by name). A parameter inferd cannot honour is a 400 that
-names it, never silently ignored; its "off" value (`n: 1`, `logprobs: false`,
-`tools: []`, ...) is accepted, because many clients send those explicitly.
+(unknown fields are rejected by name), with the leniency real clients need: an integer
+may come as an integral float (`5.0`, as JavaScript and some SDKs write it), and the
+fields in NO_OPS are accepted and ignored, since honouring them would change nothing
+here. A parameter inferd cannot honour is a 400 that names it, never silently ignored;
+its "off" value (`n: 1`, `logprobs: false`, `tools: []`, ...) is accepted, because many
+clients send those explicitly.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from inferd.backends.base import ChatMessage, SamplingParams
+from inferd.backends.base import SamplingParams
 from inferd.errors import BadRequest
-from inferd.schemas import SEED_MAX, SESSION_ID_PATTERN
+from inferd.openai.messages import Message, check_messages
+from inferd.schemas import SESSION_ID_PATTERN
 
 # No max_tokens on a chat: answer until the end of sequence or of the context window
 # (the engine caps every budget at the room the context leaves).
 UNTIL_CONTEXT = 2**31 - 1
 # OpenAI's default max_tokens for /v1/completions.
 COMPLETION_MAX_TOKENS = 16
+# OpenAI takes any 64-bit seed; inferd's generators take 0..2**63-1 (API.md's range).
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# Chat fields accepted and ignored (the README lists them): hints for OpenAI's caches,
+# abuse monitoring, storage, billing tier and reasoning models, none of which apply.
+NO_OPS = (
+    "prompt_cache_key",
+    "safety_identifier",
+    "metadata",
+    "store",
+    "service_tier",
+    "reasoning_effort",
+    "verbosity",
+)
 
 # Parameter -> (the values that ask for nothing inferd lacks, why others are refused).
 # `null` is always accepted: it means "not set".
@@ -33,16 +50,11 @@ _CHAT_ONLY: dict[str, tuple[tuple[Any, ...], str]] = {
     "tool_choice": (("none",), "inferd does not call tools"),
     "functions": (([],), "inferd does not call functions"),
     "function_call": (("none",), "inferd does not call functions"),
-    "parallel_tool_calls": ((True, False), ""),
     "response_format": (({"type": "text"},), "inferd does not constrain output to a format"),
     "modalities": ((["text"],), "inferd generates text only"),
     "audio": ((), "inferd generates text only"),
     "prediction": ((), "inferd has no predicted outputs"),
-    "reasoning_effort": ((), "inferd has no reasoning-effort control"),
     "web_search_options": ((), "inferd does not search the web"),
-    "store": ((False,), "inferd does not store completions for OpenAI's tools"),
-    "metadata": (({},), "inferd does not store completions for OpenAI's tools"),
-    "service_tier": (("auto", "default"), "inferd has one service tier"),
 }
 _COMPLETION_ONLY: dict[str, tuple[tuple[Any, ...], str]] = {
     "best_of": ((1,), "inferd generates one completion per request"),
@@ -58,8 +70,16 @@ CHAT_UNSUPPORTED = {**_BOTH, **_CHAT_ONLY}
 COMPLETION_UNSUPPORTED = {**_BOTH, **_COMPLETION_ONLY}
 
 
+def integral(value: Any) -> Any:
+    """An integral float (`5.0`) as the int it means; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _is_off(value: Any, off_values: tuple[Any, ...]) -> bool:
-    # Compare types too: `True == 1`, but `n: true` is not `n: 1`.
+    # Compare types too: `True == 1`, but `n: true` is not `n: 1` (while `n: 1.0` is).
+    value = integral(value)
     return value is None or any(value == v and type(value) is type(v) for v in off_values)
 
 
@@ -96,25 +116,9 @@ class StreamOptions(_Body):
         description="true: one more chunk with empty `choices` and the usage (OpenAI's way); "
         "false: no usage; unset: the usage rides on the last chunk (inferd's default).",
     )
-
-
-class TextPart(_Body):
-    type: Literal["text"]
-    text: str
-
-
-class Message(_Body):
-    """A chat message; `developer` is OpenAI's newer name for `system`."""
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def to_chat(self) -> ChatMessage:
-        role = "system" if self.role == "developer" else self.role
-        text = (
-            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        )
-        return ChatMessage(role, text)
+    include_obfuscation: bool | None = Field(
+        None, description="accepted and ignored: inferd pads no chunks"
+    )
 
 
 class _Sampling(_Body):
@@ -124,7 +128,9 @@ class _Sampling(_Body):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="a negative seed s is used as s + 2**63"
+    )
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stream: bool = False
@@ -138,6 +144,21 @@ class _Sampling(_Body):
     # refuse_unsupported() has already refused the others with a message saying why.
     n: Literal[1] | None = None
     logit_bias: _Empty | None = None
+
+    @field_validator(
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "top_k",
+        "n",
+        "best_of",
+        "top_logprobs",
+        mode="before",
+        check_fields=False,  # some are declared by one subclass only
+    )
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        return integral(value)
 
     def check(self) -> None:
         """What the field types cannot say: 400s naming the parameter."""
@@ -155,10 +176,21 @@ class _Sampling(_Body):
             top_k=max(self.top_k, 0),
             repeat_penalty=self.repetition_penalty,
             stop=tuple(stops),
-            seed=self.seed,
+            seed=self.backend_seed,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
         )
+
+    @property
+    def backend_seed(self) -> int | None:
+        """The seed as inferd's generators take it (0..2**63-1).
+
+        A negative seed is moved up by 2**63 rather than passed on: torch would take -5
+        as 2**64-5, but the MLX backend seeds Python's `random.Random`, which takes -5
+        as 5. Moved up, seeds within +-2**62 never share a stream."""
+        if self.seed is None or self.seed >= 0:
+            return self.seed
+        return self.seed + 2**63
 
 
 class TextCompletionRequest(_Sampling):
@@ -204,19 +236,24 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none"] | None = None
     functions: _None | None = None
     function_call: Literal["none"] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool | None = Field(None, description="accepted and ignored")
     response_format: TextFormat | None = None
     modalities: Annotated[list[Literal["text"]], Field(min_length=1, max_length=1)] | None = None
     audio: None = None
     prediction: None = None
-    reasoning_effort: None = None
     web_search_options: None = None
-    store: Literal[False] | None = None
-    metadata: _Empty | None = None
-    service_tier: Literal["auto", "default"] | None = None
+    # NO_OPS: accepted and ignored.
+    prompt_cache_key: str | None = Field(None, description="accepted and ignored")
+    safety_identifier: str | None = Field(None, description="accepted and ignored")
+    metadata: dict[str, str] | None = Field(None, description="accepted and ignored")
+    store: bool | None = Field(None, description="accepted and ignored: nothing is stored")
+    service_tier: str | None = Field(None, description="accepted and ignored: one tier")
+    reasoning_effort: str | None = Field(None, description="accepted and ignored")
+    verbosity: str | None = Field(None, description="accepted and ignored")
 
     def check(self) -> None:
         super().check()
+        check_messages(self.messages)
         both = (self.max_tokens, self.max_completion_tokens)
         if None not in both and both[0] != both[1]:
             raise BadRequest(

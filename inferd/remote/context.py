@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inferd.backends.base import ChatMessage, ModelInfo
-from inferd.prompting import drop_oldest_turn, reply_room
+from inferd.prompting import drop_oldest_turn, reply_room, split_latest
 
 # Template tokens of a conversation (BOS, the assistant's header, a default system
 # prompt some templates add) and of each message (role header, end-of-turn markers).
@@ -39,11 +39,9 @@ def fit_history(
     """`messages` with the oldest turns dropped until the bound fits the context, leaving
     room for the answer; never the system prompt or the new message. Returns the messages
     and how many were dropped."""
-    system = [m for m in messages[:1] if m.role == "system"]
-    history = list(messages[len(system) : -1])
-    latest = messages[-1]
+    system, history, latest = split_latest(messages)
     budget = info.context_length - reply_room(info, max_tokens)
     dropped = 0
-    while history and token_bound([*system, *history, latest]) > budget:
+    while history and token_bound([*system, *history, *latest]) > budget:
         dropped += drop_oldest_turn(history)
-    return [*system, *history, latest], dropped
+    return [*system, *history, *latest], dropped
