@@ -46,6 +46,11 @@ async def test_models_list_names_each_model_with_its_context_length(tmp_path):
     assert [(m.id, m.context_length, m.object) for m in listing.data] == [("org/f", 99, "model")]
     _, one = await app.asgi_client.get("/v1/models/org/f")
     assert one.status == 200 and one.json["id"] == "org/f"
+    # a trailing slash is never part of a name; /v1/models/ is the list
+    _, slashed = await app.asgi_client.get("/v1/models/org/f/")
+    assert slashed.status == 200 and slashed.json["id"] == "org/f"
+    _, listed = await app.asgi_client.get("/v1/models/")
+    assert listed.status == 200 and listed.json == response.json
 
 
 async def test_chat_completion_as_json(tmp_path):

@@ -53,9 +53,13 @@ def test_openai_defaults_and_inferd_extras_become_sampling_params():
     params = body.sampling(body.budget)
     assert (params.temperature, params.top_p, params.top_k, params.repeat_penalty) == (1, 1, 0, 1)
     assert params.max_tokens == UNTIL_CONTEXT and params.stop == ()
-    extras = {"top_k": -1, "repetition_penalty": 1.3, "stop": "\n", "max_tokens": 5}
+    assert params.min_p == 0
+    extras = {"top_k": -1, "repetition_penalty": 1.3, "stop": "\n", "max_tokens": 5, "min_p": 0.1}
     params = parse_body(ChatCompletionRequest, {**CHAT, **extras}).sampling(5)
     assert (params.top_k, params.repeat_penalty, params.stop) == (0, 1.3, ("\n",))
+    assert params.min_p == 0.1
+    with pytest.raises(BadRequest, match="min_p"):
+        parse_body(TextCompletionRequest, {**COMPLETION, "min_p": 1.5})
     assert parse_body(TextCompletionRequest, COMPLETION).max_tokens == 16
 
 

@@ -75,8 +75,12 @@ async def list_models(request: Request) -> HTTPResponse:
     openai_errors=True,
 )
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
-    # Sanic hands over path parameters still percent-encoded ("org%2Fname").
-    return json(_card(request, unquote(model_id)).model_dump())
+    # Sanic hands over path parameters still percent-encoded ("org%2Fname"). A trailing
+    # slash is never part of a name, and `/v1/models/` is the list, as `/v1/models` is.
+    name = unquote(model_id).rstrip("/")
+    if not name:
+        return await list_models(request)
+    return json(_card(request, name).model_dump())
 
 
 def _parse(

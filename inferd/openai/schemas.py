@@ -2,7 +2,7 @@
 
 Names, ranges and defaults are OpenAI's. inferd's extras ride along as extra body fields,
 as the `openai` client's `extra_body` sends them: `top_k`, `repetition_penalty`,
-`device`, and on chat `session_id`. Validation is as strict as on API.md's routes
+`min_p`, `device`, and on chat `session_id`. Validation is as strict as on API.md's routes
 (unknown fields are rejected by name), with the leniency real clients need: an integer
 may come as an integral float (`5.0`, as JavaScript and some SDKs write it), and the
 fields in NO_OPS are accepted and ignored, since honouring them would change nothing
@@ -139,6 +139,7 @@ class _Sampling(_Body):
     # inferd's extras (send them with the openai client's `extra_body`)
     top_k: int = Field(0, ge=-1, description="0 or -1: off")
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description="1.0: off")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="0: off")
     device: str | None = Field(None, description="cpu, cuda or metal; the model's default if unset")
     # Declared with only their "off" values, so the schema says what is accepted;
     # refuse_unsupported() has already refused the others with a message saying why.
@@ -175,6 +176,7 @@ class _Sampling(_Body):
             top_p=self.top_p,
             top_k=max(self.top_k, 0),
             repeat_penalty=self.repetition_penalty,
+            min_p=self.min_p,
             stop=tuple(stops),
             seed=self.backend_seed,
             presence_penalty=self.presence_penalty,
