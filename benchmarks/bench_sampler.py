@@ -18,6 +18,7 @@ import time
 import torch
 
 from inferd.backends.base import SamplingParams
+from inferd.backends.torch_malloc import keep_freed_memory
 from inferd.backends.torch_sampler import Sampler
 from inferd.sequence import SequenceState
 
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the server does: a step's large temporaries reuse their pages
     sampler = Sampler(torch.device("cpu"), VOCAB)
     rows = [int(r) for r in args.rows.split(",")]
     print(f"ms per step, {args.threads} threads, vocabulary {VOCAB:,}")
