@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -94,21 +96,28 @@ def _read_response(sock: socket.socket) -> bytes:
     return data
 
 
+@asynccontextmanager
+async def _draining(server: ServerProcess) -> AsyncIterator[tuple[AsyncIterator[str], list[str]]]:
+    """A chat stream ("drained") under way on `server`, then SIGTERM: the stream's
+    chunks to come and those received so far, once the drain has begun."""
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=20) as client,
+        client.stream("POST", "/chat/completions", json=_chat("drained")) as response,
+    ):
+        chunks = response.aiter_text()
+        received = [await anext(chunks)]
+        os.kill(server.process.pid, signal.SIGTERM)
+        await _until_logged(server, "draining: 1 generations in flight")
+        yield chunks, received
+
+
 async def test_sigterm_lets_a_stream_finish_stores_it_and_exits_0(tmp_path):
     log = tmp_path / "server.log"
     with fake_server(_config(tmp_path, drain_timeout=20), log, "--step-delay", "0.05") as server:
         await asyncio.to_thread(server.wait_ready)
         idle_ws = await connect(server.url.replace("http", "ws") + "/chat/ws")
         busy, rest_of_body = await asyncio.to_thread(_half_sent_request, server)
-        async with (
-            httpx.AsyncClient(base_url=server.url, timeout=20) as client,
-            client.stream("POST", "/chat/completions", json=_chat("drained")) as response,
-        ):
-            chunks = response.aiter_text()
-            received = [await anext(chunks)]
-            os.kill(server.process.pid, signal.SIGTERM)
-            await _until_logged(server, "draining: 1 generations in flight")
-
+        async with _draining(server) as (chunks, received):
             # A request already on its way gets a 503.
             busy.sendall(rest_of_body)
             refusal = await asyncio.to_thread(_read_response, busy)
@@ -144,14 +153,7 @@ async def test_new_connections_during_the_drain_are_answered_until_it_ends(tmp_p
     log = tmp_path / "server.log"
     with fake_server(_config(tmp_path, drain_timeout=20), log, "--step-delay", "0.05") as server:
         await asyncio.to_thread(server.wait_ready)
-        async with (
-            httpx.AsyncClient(base_url=server.url, timeout=20) as client,
-            client.stream("POST", "/chat/completions", json=_chat("drained")) as response,
-        ):
-            chunks = response.aiter_text()
-            received = [await anext(chunks)]
-            os.kill(server.process.pid, signal.SIGTERM)
-            await _until_logged(server, "draining: 1 generations in flight")
+        async with _draining(server) as (chunks, received):
             async with httpx.AsyncClient(base_url=server.url, timeout=5) as fresh:
                 ready = await fresh.get("/readiness")
                 alive = await fresh.get("/health")
