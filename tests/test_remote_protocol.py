@@ -122,6 +122,14 @@ def test_error_statuses_become_what_the_client_is_told(status, body, expected, r
     assert fragment in failure.reason
 
 
+def test_a_rejected_request_keeps_the_upstream_s_error_code():
+    body = b'{"error": {"message": "too long", "code": "context_length_exceeded"}}'
+    assert failure_of_status(400, body).code == "context_length_exceeded"
+    assert failure_of_status(400, b'{"error": "too long"}').code is None
+    assert failure_of_status(400, b"not json").code is None
+    assert failure_of_status(500, body).code is None  # not a verdict on the request
+
+
 def test_transport_errors_become_what_the_client_is_told():
     refused = failure_of_error(httpx.ConnectError("Connection refused"), 5)
     slow = failure_of_error(httpx.ReadTimeout("timed out"), 2.5)

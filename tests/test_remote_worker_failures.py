@@ -144,10 +144,17 @@ async def test_a_request_the_upstream_rejects_is_a_400_with_its_message(tmp_path
         gateway(tmp_path, [url]) as base,
     ):
         reply = await generate(base, "json", prompt="x" * 300, model=MODEL)  # context 256
+        async with httpx.AsyncClient(base_url=base) as client:
+            openai = await client.post(
+                "/v1/completions", json={"model": MODEL, "prompt": "x" * 300, "max_tokens": 4}
+            )
     assert reply.status == 400
-    # The upstream (an inferd, over /v1) says it in OpenAI's words.
+    # The upstream (an inferd, over /v1) says it in OpenAI's words, and its code goes on
+    # to /v1 clients, which match on it.
     rejected = f"upstream {url} rejected the request (400): This model's maximum context length"
     assert rejected in reply.error
+    assert openai.status_code == 400
+    assert openai.json()["error"]["code"] == "context_length_exceeded"
 
 
 async def test_a_failure_inside_the_relay_ends_the_stream_instead_of_hanging_it(

@@ -88,11 +88,12 @@ class Chunk:
 class UpstreamFailure(Exception):
     """What went wrong with one upstream, as the client will be told."""
 
-    def __init__(self, status: int, reason: str, *, retry: bool) -> None:
+    def __init__(self, status: int, reason: str, *, retry: bool, code: str | None = None) -> None:
         super().__init__(reason)
         self.status = status  # 400, 502, 503 or 504
         self.reason = reason  # completes "upstream <url> ..."
         self.retry = retry  # another upstream may answer
+        self.code = code  # the upstream's OpenAI error code for a rejected request
 
 
 def _finish_reason(value: Any) -> FinishReason | None:
@@ -146,15 +147,24 @@ def error_message(payload: Any) -> str:
     return json.dumps(payload)[:300]
 
 
+def error_code(payload: Any) -> str | None:
+    """OpenAI's `error.code` of an error body ("context_length_exceeded", ...), if any."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
 def failure_of_status(status: int, body: bytes) -> UpstreamFailure:
     """An upstream's answer other than 200."""
     try:
-        message = error_message(json.loads(body))
+        payload = json.loads(body)
+        message, code = error_message(payload), error_code(payload)
     except ValueError:
-        message = body.decode(errors="replace").strip()[:300] or "no message"
+        message, code = body.decode(errors="replace").strip()[:300] or "no message", None
     said = f"({status}): {message}"
     if status in (400, 413, 422):  # the request itself is wrong: every upstream would say so
-        return UpstreamFailure(400, f"rejected the request {said}", retry=False)
+        # its code goes on to /v1 clients (vLLM's and inferd's "context_length_exceeded")
+        return UpstreamFailure(400, f"rejected the request {said}", retry=False, code=code)
     if status in (401, 403):
         return UpstreamFailure(
             502, f"refused inferd's credentials {said}; check api_key_env", retry=False

@@ -222,7 +222,9 @@ class RemoteWorker:
     def _failed(self, failures: list[tuple[Upstream, UpstreamFailure]]) -> ApiError:
         last_upstream, last = failures[-1]
         if len(failures) == 1 or not last.retry:  # a verdict on the request itself
-            return ApiError(f"upstream {last_upstream.url} {last.reason}", status=last.status)
+            return ApiError(
+                f"upstream {last_upstream.url} {last.reason}", status=last.status, code=last.code
+            )
         said = "; ".join(f"upstream {upstream.url} {f.reason}" for upstream, f in failures)
         # The worst of them: a timeout (504) over unreachable (503) over failed (502).
         status = max(failure.status for _, failure in failures)
