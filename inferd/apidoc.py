@@ -22,10 +22,25 @@ from sanic import Sanic
 
 from inferd.openai.responses import ErrorResponse
 from inferd.replies import ErrorReply
+from inferd.request_ids import REQUEST_ID_HEADER
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "__inferd_operation__"
 _REF = "#/components/schemas/{model}"
+# On every request and response (request_ids.py): a client's well-formed id, else a
+# fresh one. Written out in each operation, as the /docs page reads them.
+_REQUEST_ID = {
+    "description": "the id the request is logged under: the client's own X-Request-Id "
+    "when well-formed (1-128 visible ASCII characters), else a fresh UUID",
+    "schema": {"type": "string"},
+}
+_REQUEST_ID_PARAMETER = {
+    "name": REQUEST_ID_HEADER,
+    "in": "header",
+    "description": "an id to log the request under and echo back (1-128 visible ASCII "
+    "characters; otherwise a fresh one is made)",
+    "schema": {"type": "string"},
+}
 # What any route may answer: a plugin's refusal (401 auth, 429 rate limit) or a failure.
 COMMON_ERRORS = (401, 429, 500)
 # ...and a route that reads a body or generates (502/504: a remote model's upstream
@@ -142,13 +157,15 @@ def _responses(operation: Operation, method: str, schemas: _Schemas) -> dict[str
         response: dict[str, Any] = {"description": description}
         if content and method != "head" and status not in (204, 304):
             response["content"] = content
-        if headers and status < 300:
-            response["headers"] = headers
+        response["headers"] = {REQUEST_ID_HEADER: _REQUEST_ID, **(headers if status < 300 else {})}
         responses[str(status)] = response
     for status in operation.errors:
         if str(status) in responses:
             continue
-        response = {"description": HTTPStatus(status).phrase}
+        response = {
+            "description": HTTPStatus(status).phrase,
+            "headers": {REQUEST_ID_HEADER: _REQUEST_ID},
+        }
         if method != "head":
             schema = schemas.ref(error_model, "serialization")
             response["content"] = {"application/json": {"schema": schema}}
@@ -158,10 +175,11 @@ def _responses(operation: Operation, method: str, schemas: _Schemas) -> dict[str
 
 def _parameters(route: Any, operation: Operation) -> list[dict[str, Any]]:
     string = {"type": "string"}
-    parameters = [
+    parameters: list[dict[str, Any]] = [
         {"name": param.name, "in": "path", "required": True, "schema": string}
         for param in route.params.values()
     ]
+    parameters.append(_REQUEST_ID_PARAMETER)
     for where, named in (("header", operation.request_headers), ("query", operation.query)):
         for name, text in named.items():
             parameters.append({"name": name, "in": where, "description": text, "schema": string})

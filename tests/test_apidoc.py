@@ -75,6 +75,16 @@ async def test_bodies_and_replies_come_from_the_pydantic_models(tmp_path):
     }
 
 
+async def test_every_response_documents_x_request_id(tmp_path):
+    document = await _document(tmp_path)
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+            assert "X-Request-Id" in headers, (path, method)
+            for status, response in operation["responses"].items():
+                assert "X-Request-Id" in response["headers"], (path, method, status)
+
+
 def test_a_route_without_a_description_is_marked(tmp_path):
     app = make_app(tmp_path)
 
