@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
@@ -174,14 +176,20 @@ def test_the_repeat_penalty_matches_transformers():
     assert torch.equal(penalised[1], scores[1])
 
 
-def test_a_non_finite_row_is_flagged_and_the_others_are_not():
+@pytest.mark.parametrize(
+    ("top_k", "top_p"), [(40, 0.95), (0, 0.95), (0, 1.0)], ids=["top-k", "top-p", "whole"]
+)
+def test_a_non_finite_row_is_flagged_and_the_others_are_not(top_k, top_p):
+    """In every kind of draw (a NaN row's top-p draws stop at once: none is rejected)."""
     scores = logits(3)
     scores[1, 7] = float("nan")
-    rows = [seq(SamplingParams(temperature=0)), seq(SamplingParams(temperature=0.8, seed=1))]
-    rows.append(seq(SamplingParams(temperature=0.8, seed=2)))
+    sampled = SamplingParams(temperature=0.8, top_k=top_k, top_p=top_p)
+    rows = [seq(SamplingParams(temperature=0)), seq(replace(sampled, seed=1))]
+    rows.append(seq(replace(sampled, seed=2)))
     picks = Sampler(CPU, VOCAB).sample(scores, rows)
     assert [finite for _, finite in picks] == [True, False, True]
     assert picks[0][0] == int(scores[0].argmax())
+    assert all(0 <= token < VOCAB for token, _ in picks)
 
 
 @pytest.mark.parametrize(
