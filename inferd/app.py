@@ -49,7 +49,6 @@ def create_app(
 ) -> Sanic:
     """Build the app. Nothing heavy happens here: models load after the server starts."""
     app = Sanic(name or f"inferd{next(_app_numbers)}", request_class=IdentifiedRequest)
-    app.config.REQUEST_ID_HEADER = REQUEST_ID_HEADER
     app.config.RESPONSE_TIMEOUT = config.server.response_timeout
     app.config.REQUEST_MAX_SIZE = config.server.request_max_size
     app.config.WEBSOCKET_MAX_SIZE = config.server.request_max_size

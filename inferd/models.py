@@ -17,15 +17,20 @@ async def list_models(request: Request) -> HTTPResponse:
     return json(ModelsReply(models=names).model_dump())
 
 
+def name_in_path(model_id: str) -> str:
+    """A model's name as a route's path gives it: Sanic hands path parameters over still
+    percent-encoded ("org%2Fname"), and a trailing slash is never part of a name ("" for
+    none at all)."""
+    return unquote(model_id).rstrip("/")
+
+
 @describe(
     "A model by id or name", "models", replies={200: ModelDetail}, errors=(404, *COMMON_ERRORS)
 )
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
     registry = request.app.ctx.registry
-    # Sanic hands over path parameters still percent-encoded ("org%2Fname"). A trailing
-    # slash is never part of a name, and `/models/` is the list, as `/models` is.
-    name = unquote(model_id).rstrip("/")
-    if not name:
+    name = name_in_path(model_id)
+    if not name:  # `/models/` is the list, as `/models` is
         return await list_models(request)
     model = registry.find(name)
     detail = ModelDetail(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from urllib.parse import unquote
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
@@ -21,6 +20,7 @@ from sanic.response import HTTPResponse, json
 from inferd.apidoc import COMMON_ERRORS, GENERATION_ERRORS, describe
 from inferd.errors import BadRequest, InternalError
 from inferd.generation import owner_of, start_chat, start_completion
+from inferd.models import name_in_path
 from inferd.openai.chunks import ChatFrames, CompletionFrames
 from inferd.openai.errors import context_length_exceeded, to_openai_errors
 from inferd.openai.messages import split_system
@@ -75,10 +75,8 @@ async def list_models(request: Request) -> HTTPResponse:
     openai_errors=True,
 )
 async def get_model(request: Request, model_id: str) -> HTTPResponse:
-    # Sanic hands over path parameters still percent-encoded ("org%2Fname"). A trailing
-    # slash is never part of a name, and `/v1/models/` is the list, as `/v1/models` is.
-    name = unquote(model_id).rstrip("/")
-    if not name:
+    name = name_in_path(model_id)
+    if not name:  # `/v1/models/` is the list, as `/v1/models` is
         return await list_models(request)
     return json(_card(request, name).model_dump())
 

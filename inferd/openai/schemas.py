@@ -20,15 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from inferd.backends.base import SamplingParams
 from inferd.errors import BadRequest
 from inferd.openai.messages import Message, check_messages
-from inferd.schemas import SESSION_ID_PATTERN
+from inferd.schemas import SEED_MAX, SESSION_ID_PATTERN
 
 # No max_tokens on a chat: answer until the end of sequence or of the context window
 # (the engine caps every budget at the room the context leaves).
 UNTIL_CONTEXT = 2**31 - 1
 # OpenAI's default max_tokens for /v1/completions.
 COMPLETION_MAX_TOKENS = 16
-# OpenAI takes any 64-bit seed; inferd's generators take 0..2**63-1 (API.md's range).
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# OpenAI takes any 64-bit seed; inferd's generators take 0..SEED_MAX (API.md's range).
+SEED_MIN = -(2**63)
 # Chat fields accepted and ignored (the README lists them): hints for OpenAI's caches,
 # abuse monitoring, storage, billing tier and reasoning models, none of which apply.
 NO_OPS = (
