@@ -14,6 +14,9 @@ from inferd.testing.live import live_server
 PARAMS = {"session_id": "s", "model_id": "fake/model", "name": "app.js"}
 # Headers that differ between two answers to the same request.
 VOLATILE = {"date", "etag", "x-request-id"}
+# Answers whose body holds the time (uptime, a timestamp, counters): their length may
+# differ between the GET and the HEAD by a digit.
+CLOCKED = {"health", "readiness", "metrics"}
 
 
 def _url(path: str) -> str:
@@ -42,7 +45,8 @@ async def test_every_get_route_answers_head_with_its_status_and_headers_and_no_b
             assert got.status_code == 200, path
             assert head.status_code == 200, path
             assert head.content == b"", path
-            for name in set(got.headers) - VOLATILE:
+            volatile = VOLATILE | ({"content-length"} if path in CLOCKED else set())
+            for name in set(got.headers) - volatile:
                 assert head.headers.get(name) == got.headers[name], (path, name)
 
 
